@@ -1,0 +1,544 @@
+# Copyright 2026 The AM-MRG authors. Licensed under the Apache License, Version 2.0.
+"""AM-MRG models: the stage-1 disease classifier and the memory-augmented report generator (paper section III)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.utils import ModelOutput, logging
+
+from .configuration_amrg import AmrgConfig
+from .modeling_amrg_disease import (
+    AmrgDiseaseClassifier,
+    AmrgDiseaseEncoder,
+    disease_classification_loss,
+    disease_query_orthogonality_loss,
+    stage1_targets,
+)
+from .modeling_amrg_hopfield import AmrgHopfieldMemory
+from .modeling_amrg_memory import AmrgMemoryBank, encode_strings
+from .modeling_amrg_vision import AmrgVisionModel
+
+
+logger = logging.get_logger(__name__)
+
+IGNORE_INDEX = -100
+
+# Generation defaults of the released code: 3 beams, repetition and length penalties of 2.0; the token budget is set
+# per dataset (IU X-ray 40-100 new tokens, MIMIC-CXR 80-120).
+REPORT_LENGTHS = {"iu_xray": (40, 100), "mimic_cxr": (80, 120), "chexpert_plus": (80, 120)}
+
+
+def report_generation_config(config: AmrgConfig, dataset: str = "iu_xray") -> GenerationConfig:
+    """The released code's decoding settings for `dataset` (one of `REPORT_LENGTHS`)."""
+    if dataset not in REPORT_LENGTHS:
+        raise ValueError(f"`dataset` must be one of {sorted(REPORT_LENGTHS)}, got {dataset!r}")
+    min_new, max_new = REPORT_LENGTHS[dataset]
+    text = config.text_config
+    return GenerationConfig(
+        num_beams=3,
+        repetition_penalty=2.0,
+        length_penalty=2.0,
+        min_new_tokens=min_new,
+        max_new_tokens=max_new,
+        bos_token_id=text.bos_token_id,
+        eos_token_id=text.eos_token_id,
+        pad_token_id=text.pad_token_id,
+    )
+
+
+def merge_image_features(
+    input_ids: torch.Tensor, inputs_embeds: torch.Tensor, image_features: torch.Tensor, image_token_id: int
+) -> torch.Tensor:
+    """Eq. 10's input assembly: the image placeholder positions of each prompt receive that study's
+    `[F, Q_f, F']` embeddings (in order), the rest keeps the prompt's token embeddings."""
+    mask = input_ids == image_token_id
+    per_row = mask.sum(dim=1)
+    expected = image_features.shape[1]
+    if image_features.shape[0] != input_ids.shape[0] or bool((per_row != expected).any()):
+        raise ValueError(
+            f"Image features and image tokens do not match: tokens per row {per_row.tolist()}, features "
+            f"{tuple(image_features.shape[:2])} (studies, tokens per study)"
+        )
+    expanded = mask.unsqueeze(-1).expand_as(inputs_embeds)
+    return inputs_embeds.masked_scatter(expanded, image_features.to(inputs_embeds.dtype))
+
+
+def autoregressive_report_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Eq. 12: -sum_t log P(r_t | r_<t, F, Q_f, F', T_prompt), averaged over the report tokens; positions labelled
+    -100 (prompt, image placeholders, padding) do not count."""
+    shifted_logits = logits[:, :-1].float()
+    shifted_labels = labels[:, 1:].to(logits.device)
+    return F.cross_entropy(
+        shifted_logits.reshape(-1, shifted_logits.shape[-1]), shifted_labels.reshape(-1), ignore_index=IGNORE_INDEX
+    )
+
+
+def interleave_memory_tokens(visual: torch.Tensor | None, report: torch.Tensor | None) -> torch.Tensor:
+    """Eq. 8-9: F'_i = [f*_v,i ; f*_r,i] for each disease i, giving `(B, n_d x 2, width)` (or n_d x 1 when one
+    memory is disabled)."""
+    parts = [part for part in (visual, report) if part is not None]
+    return torch.stack(parts, dim=2).flatten(1, 2)
+
+
+@dataclass
+class AmrgDiseaseClassifierOutput(ModelOutput):
+    """Output of `AmrgForDiseaseClassification`.
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*): eq. 11 plus the weighted orthogonality term.
+        logits (`torch.FloatTensor` of shape `(batch_size, n_d)`): one logit per observation.
+        classification_loss (`torch.FloatTensor` of shape `()`, *optional*): eq. 11 alone.
+        orthogonality_loss (`torch.FloatTensor` of shape `()`, *optional*): the query orthogonality term alone.
+        disease_features (`torch.FloatTensor` of shape `(batch_size, n_d, qformer_width)`): F_d.
+        query_features (`torch.FloatTensor` of shape `(batch_size, num_query_tokens, qformer_width)`): Q_f.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    classification_loss: torch.FloatTensor | None = None
+    orthogonality_loss: torch.FloatTensor | None = None
+    disease_features: torch.FloatTensor | None = None
+    query_features: torch.FloatTensor | None = None
+
+
+@dataclass
+class AmrgImageFeatures(ModelOutput):
+    """Image side of the generator for a batch of studies.
+
+    Args:
+        embeddings (`torch.FloatTensor` of shape `(batch_size, num_image_tokens, llm_width)`): `[F, Q_f, F']` in
+            `config.llm_input_order`, projected to the LLM width.
+        disease_logits (`torch.FloatTensor` of shape `(batch_size, n_d)`): the stage-1 classifier's logits.
+        visual_associations (`torch.FloatTensor` of shape `(batch_size, n_d, visual_bank_size)`, *optional*): alpha
+            of eq. 5 over V, on request.
+        report_associations (`torch.FloatTensor` of shape `(batch_size, n_d, report_bank_size)`, *optional*): alpha
+            of eq. 5 over R, on request.
+    """
+
+    embeddings: torch.FloatTensor | None = None
+    disease_logits: torch.FloatTensor | None = None
+    visual_associations: torch.FloatTensor | None = None
+    report_associations: torch.FloatTensor | None = None
+
+
+@dataclass
+class AmrgCausalLMOutputWithPast(CausalLMOutputWithPast):
+    """`CausalLMOutputWithPast` plus the image side.
+
+    Args:
+        image_hidden_states (`torch.FloatTensor` of shape `(batch_size, num_image_tokens, llm_width)`, *optional*):
+            the embeddings placed at the image placeholders (prefill step only).
+        disease_logits (`torch.FloatTensor` of shape `(batch_size, n_d)`, *optional*): stage-1 logits.
+        visual_associations / report_associations (`torch.FloatTensor` of shape `(batch_size, n_d, bank_size)`,
+            *optional*): returned with `output_hopfield_associations=True`.
+    """
+
+    image_hidden_states: torch.FloatTensor | None = None
+    disease_logits: torch.FloatTensor | None = None
+    visual_associations: torch.FloatTensor | None = None
+    report_associations: torch.FloatTensor | None = None
+
+
+class AmrgPreTrainedModel(PreTrainedModel):
+    """Weight initialisation and shared attributes of the AM-MRG models."""
+
+    config_class = AmrgConfig
+    config: AmrgConfig
+    base_model_prefix = ""
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["AmrgDiseaseEncoder", "AmrgHopfieldMemory", "AmrgMemoryBank"]
+    _skip_keys_device_placement = "cache"
+    _supports_sdpa = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # The LLM and the Q-Former are PreTrainedModels: transformers dispatches them to their own `_init_weights`.
+        # timm's relative-position indices are non-persistent buffers, absent from checkpoints: under
+        # `from_pretrained` (meta-device construction) they must be rebuilt here or they hold garbage.
+        std = self.config.initializer_range
+        if hasattr(module, "init_non_persistent_buffers") and type(module).__module__.startswith("timm."):
+            module.init_non_persistent_buffers()
+        elif isinstance(module, AmrgDiseaseEncoder):
+            nn.init.normal_(module.query_tokens, std=std)
+            nn.init.normal_(module.disease_queries, std=std)
+        elif isinstance(module, AmrgDiseaseClassifier):
+            if module.pooling == "per_disease":
+                nn.init.normal_(module.weight, std=std)
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, AmrgMemoryBank):
+            for buffer in module.buffers(recurse=False):
+                buffer.zero_()
+        elif isinstance(module, (AmrgVisionModel, AmrgHopfieldMemory)):
+            return
+        else:
+            super()._init_weights(module)
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        super().gradient_checkpointing_enable(gradient_checkpointing_kwargs)
+        # timm modules are not PreTrainedModels: switch their own checkpointing on too.
+        for module in self.modules():
+            if isinstance(module, AmrgVisionModel):
+                module.set_grad_checkpointing(True)
+
+    def gradient_checkpointing_disable(self) -> None:
+        super().gradient_checkpointing_disable()
+        for module in self.modules():
+            if isinstance(module, AmrgVisionModel):
+                module.set_grad_checkpointing(False)
+
+
+class AmrgForDiseaseClassification(AmrgPreTrainedModel):
+    r"""
+    Stage 1 of AM-MRG: vision tower, Q-Former with query tokens and disease queries, multi-label classifier.
+    Its weights share names with the generator's `disease_encoder`, so a stage-1 checkpoint loads into
+    `AmrgForConditionalGeneration` (the rest is then initialised).
+
+    The loss is eq. 11 (see `stage1_targets` for uncertain and blank labels) plus
+    `config.orthogonality_loss_weight` times `disease_query_orthogonality_loss`.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from modeling_amrg import AmrgConfig, AmrgForDiseaseClassification
+    >>> model = AmrgForDiseaseClassification(AmrgConfig.from_preset("tiny"))
+    >>> model(pixel_values=torch.zeros(1, 3, 64, 64)).logits.shape
+    torch.Size([1, 14])
+    ```
+    """
+
+    main_input_name = "pixel_values"
+
+    def __init__(self, config: AmrgConfig) -> None:
+        super().__init__(config)
+        self.disease_encoder = AmrgDiseaseEncoder(config)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        view_mask: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> tuple | AmrgDiseaseClassifierOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, [views,] channels, height, width)`): the studies.
+        labels (`torch.FloatTensor` of shape `(batch_size, n_d)`, *optional*): 1, 0, -1 (uncertain) or NaN (blank).
+        view_mask (`torch.BoolTensor` of shape `(batch_size, views)`, *optional*): views present in each study.
+        """
+        features = self.disease_encoder(pixel_values, view_mask)
+        loss = classification = orthogonality = None
+        if labels is not None:
+            if labels.shape != features.logits.shape:
+                raise ValueError(f"`labels` must have shape {tuple(features.logits.shape)}, got {tuple(labels.shape)}")
+            targets, mask = stage1_targets(
+                labels.to(features.logits.device), self.config.uncertain_label_policy, self.config.blank_label_policy
+            )
+            classification = disease_classification_loss(features.logits, targets, mask)
+            orthogonality = disease_query_orthogonality_loss(self.disease_encoder.disease_queries[0])
+            loss = classification + self.config.orthogonality_loss_weight * orthogonality
+        output = AmrgDiseaseClassifierOutput(
+            loss=loss,
+            logits=features.logits,
+            classification_loss=classification,
+            orthogonality_loss=orthogonality,
+            disease_features=features.disease_features,
+            query_features=features.query_features,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+class AmrgMultiModalProjector(nn.Module):
+    """Linear maps of F, Q_f, f*_v and f*_r to the LLM width, then an optional LayerNorm (released code)."""
+
+    def __init__(self, config: AmrgConfig) -> None:
+        super().__init__()
+        llm_width = config.text_config.hidden_size
+        memory_width = config.hopfield_config.hidden_size
+        self.vision = nn.Linear(config.vision_config.hidden_size, llm_width)
+        self.query = nn.Linear(config.qformer_config.hidden_size, llm_width)
+        self.visual_memory = nn.Linear(memory_width, llm_width) if config.use_visual_memory else None
+        self.report_memory = nn.Linear(memory_width, llm_width) if config.use_report_memory else None
+        self.norm = nn.LayerNorm(llm_width) if config.projector_layer_norm else nn.Identity()
+
+
+class AmrgForConditionalGeneration(AmrgPreTrainedModel, GenerationMixin):
+    r"""
+    The AM-MRG report generator: vision tower -> Q-Former (Q_f, F_d) -> V-Hopfield and R-Hopfield over the memory
+    banks (F') -> projection to the LLM width -> the LLM reads `[F, Q_f, F']` at the image placeholders of the
+    prompt (eq. 10) and writes the report. `forward(..., labels=...)` returns eq. 12.
+
+    The LLM is frozen unless `config.freeze_language_model` is False. The banks are buffers saved with the weights;
+    replace them with `set_memory_banks`. With empty banks the Hopfield outputs are the projected queries.
+
+    Example:
+
+    ```python
+    >>> from modeling_amrg import AmrgConfig, AmrgForConditionalGeneration
+    >>> model = AmrgForConditionalGeneration(AmrgConfig.from_preset("tiny", image_token_index=4))
+    >>> model.config.num_image_tokens
+    106
+    ```
+    """
+
+    main_input_name = "input_ids"
+
+    def __init__(self, config: AmrgConfig) -> None:
+        super().__init__(config)
+        query_width = config.qformer_config.hidden_size
+        self.disease_encoder = AmrgDiseaseEncoder(config)
+        self.visual_bank = self._make_bank(config.visual_bank)
+        self.report_bank = self._make_bank(config.report_bank)
+        self.visual_hopfield = (
+            AmrgHopfieldMemory(config.hopfield_config, query_width, config.visual_bank["dim"])
+            if config.use_visual_memory
+            else None
+        )
+        self.report_hopfield = (
+            AmrgHopfieldMemory(config.hopfield_config, query_width, config.report_bank["dim"])
+            if config.use_report_memory
+            else None
+        )
+        self.language_projection = AmrgMultiModalProjector(config)
+        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        if config.freeze_language_model:
+            self.language_model.requires_grad_(False)
+        self.post_init()
+        if not self.generation_config.num_beams or self.generation_config.num_beams == 1:
+            self.generation_config = report_generation_config(config)
+
+    @staticmethod
+    def _make_bank(bank: dict) -> AmrgMemoryBank:
+        return AmrgMemoryBank(bank["size"], bank["dim"], bank["id_bytes"], bank["text_bytes"])
+
+    # Embedding accessors are delegated explicitly rather than left to transformers' fallbacks.
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_output_embeddings(value)
+
+    def get_decoder(self) -> nn.Module:
+        return self.language_model.get_decoder()
+
+    def memory_features(
+        self, disease_features: torch.Tensor, output_associations: bool = False
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Eq. 7: f*_v = V-Hopfield(F_d, V), f*_r = R-Hopfield(F_d, R). Disabled memories give `None`."""
+        visual = visual_alpha = report = report_alpha = None
+        if self.visual_hopfield is not None:
+            visual, visual_alpha = self.visual_hopfield(disease_features, self.visual_bank.embeddings,
+                                                        output_associations)
+        if self.report_hopfield is not None:
+            report, report_alpha = self.report_hopfield(disease_features, self.report_bank.embeddings,
+                                                        output_associations)
+        return visual, visual_alpha, report, report_alpha
+
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        view_mask: torch.Tensor | None = None,
+        output_hopfield_associations: bool = False,
+    ) -> AmrgImageFeatures:
+        """`[F, Q_f, F']` of each study, projected to the LLM width and ordered by `config.llm_input_order`."""
+        encoded = self.disease_encoder(pixel_values, view_mask)
+        visual, visual_alpha, report, report_alpha = self.memory_features(
+            encoded.disease_features, output_hopfield_associations
+        )
+        projector = self.language_projection
+        blocks = {
+            "vision": projector.vision(encoded.vision_tokens.to(projector.vision.weight.dtype)),
+            "query": projector.query(encoded.query_features.to(projector.query.weight.dtype)),
+            "memory": interleave_memory_tokens(
+                projector.visual_memory(visual) if visual is not None else None,
+                projector.report_memory(report) if report is not None else None,
+            ),
+        }
+        embeddings = projector.norm(torch.cat([blocks[name] for name in self.config.llm_input_order], dim=1))
+        return AmrgImageFeatures(
+            embeddings=embeddings,
+            disease_logits=encoded.logits,
+            visual_associations=visual_alpha,
+            report_associations=report_alpha,
+        )
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Any | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        view_mask: torch.Tensor | None = None,
+        output_hopfield_associations: bool = False,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> tuple | AmrgCausalLMOutputWithPast:
+        r"""
+        input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): the prompt from `AmrgProcessor`,
+            with `config.num_image_tokens` image placeholders per row.
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, [views,] 3, H, W)`, *optional*): the studies.
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*): report token ids, -100 on
+            the prompt, image placeholders and padding (the processor builds them).
+        view_mask (`torch.BoolTensor` of shape `(batch_size, views)`, *optional*): views present in each study.
+        output_hopfield_associations (`bool`, *optional*): return alpha of eq. 5 for both memories.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        image = None
+        if pixel_values is not None:
+            if input_ids is None:
+                raise ValueError("`pixel_values` need `input_ids` that hold the image placeholder tokens")
+            if self.config.image_token_index is None:
+                raise ValueError("`config.image_token_index` is not set: the model cannot find the image placeholders")
+            image = self.get_image_features(pixel_values, view_mask, output_hopfield_associations)
+            inputs_embeds = merge_image_features(
+                input_ids, inputs_embeds, image.embeddings, self.config.image_token_index
+            )
+        outputs = self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
+        loss = autoregressive_report_loss(outputs.logits, labels) if labels is not None else None
+        output = AmrgCausalLMOutputWithPast(
+            loss=loss,
+            logits=outputs.logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=image.embeddings if image is not None else None,
+            disease_logits=image.disease_logits if image is not None else None,
+            visual_associations=image.visual_associations if image is not None else None,
+            report_associations=image.report_associations if image is not None else None,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+    @torch.no_grad()
+    def predict_disease_probabilities(
+        self, pixel_values: torch.Tensor, view_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Sigmoid of the stage-1 head, `(batch_size, n_d)`, in `config.observation_names` order."""
+        return torch.sigmoid(self.disease_encoder(pixel_values, view_mask).logits.float())
+
+    def set_memory_banks(self, visual: dict | None = None, report: dict | None = None) -> None:
+        """Replace the visual bank V and/or the report memory R.
+
+        Each bank is a dict with `embeddings` (`(rows, dim)`, dim fixed by the configuration), `disease_ids`
+        (`rows` observation indices), `source_ids` (`rows` strings, e.g. the study id), optional `texts` (`rows`
+        strings, e.g. the report sentence) and `provenance` (a JSON-serialisable dict: encoder, split, seed, tau,
+        caps...). The configuration is updated so that `save_pretrained`/`from_pretrained` keep the new banks.
+        """
+        for name, contents in (("visual_bank", visual), ("report_bank", report)):
+            if contents is None:
+                continue
+            bank_config = getattr(self.config, name)
+            module, entry = self._build_bank(name, contents, bank_config["dim"])
+            old = getattr(self, name)
+            module.to(device=old.embeddings.device)
+            module.embeddings.data = module.embeddings.data.to(old.embeddings.dtype)
+            setattr(self, name, module)
+            setattr(self.config, name, entry)
+
+    def _build_bank(self, name: str, contents: dict, dim: int) -> tuple[AmrgMemoryBank, dict]:
+        if not isinstance(contents, dict):
+            raise ValueError(f"`{name}` must be a dict, got {type(contents)!r}")
+        unknown = sorted(set(contents) - {"embeddings", "disease_ids", "source_ids", "texts", "provenance"})
+        if unknown:
+            raise ValueError(f"`{name}` has unknown keys {unknown}")
+        embeddings = torch.as_tensor(contents.get("embeddings"))
+        if embeddings.dim() != 2 or embeddings.shape[1] != dim or not embeddings.is_floating_point():
+            raise ValueError(
+                f"`{name}.embeddings` must be a float tensor of shape (rows, {dim}), got "
+                f"{tuple(embeddings.shape)} {embeddings.dtype}"
+            )
+        if not bool(torch.isfinite(embeddings).all()):
+            raise ValueError(f"`{name}.embeddings` holds NaN or infinite values")
+        rows = embeddings.shape[0]
+        disease_ids = torch.as_tensor(contents.get("disease_ids", []), dtype=torch.long).reshape(-1)
+        n_d = self.config.num_observations
+        if disease_ids.numel() != rows or (rows and (disease_ids.min() < 0 or disease_ids.max() >= n_d)):
+            raise ValueError(f"`{name}.disease_ids` must hold {rows} indices in [0, {n_d}), got {disease_ids.tolist()[:10]}")
+        source_ids = self._string_list(name, "source_ids", contents.get("source_ids"), rows)
+        texts = self._string_list(name, "texts", contents.get("texts") or [""] * rows, rows)
+        provenance = contents.get("provenance", {})
+        if not isinstance(provenance, dict):
+            raise ValueError(f"`{name}.provenance` must be a dict, got {type(provenance)!r}")
+        source_table, text_table = encode_strings(source_ids), encode_strings(texts)
+        module = AmrgMemoryBank(rows, dim, source_table.shape[1], text_table.shape[1])
+        module.embeddings.copy_(embeddings.float())
+        module.disease_ids.copy_(disease_ids)
+        module.source_ids.copy_(source_table)
+        module.texts.copy_(text_table)
+        entry = {
+            "size": rows,
+            "dim": dim,
+            "id_bytes": source_table.shape[1],
+            "text_bytes": text_table.shape[1],
+            "provenance": dict(provenance),
+        }
+        return module, entry
+
+    @staticmethod
+    def _string_list(name: str, key: str, values: Sequence[str] | None, rows: int) -> list[str]:
+        if values is None or isinstance(values, str) or len(values) != rows:
+            raise ValueError(f"`{name}.{key}` must be a list of {rows} strings")
+        return [str(value) for value in values]
+
+    def top_memory_rows(self, associations: torch.Tensor, bank: str, k: int = 3) -> list[list[list[dict]]]:
+        """For each study and disease query, the `k` bank rows with the largest association weight (alpha of
+        eq. 5), described by `AmrgMemoryBank.rows` plus their `weight`."""
+        module = getattr(self, bank)
+        k = min(k, module.size)
+        if k == 0:
+            return [[[] for _ in range(associations.shape[1])] for _ in range(associations.shape[0])]
+        weights, indices = associations.topk(k, dim=-1)
+        result = []
+        for study_w, study_i in zip(weights.tolist(), indices.tolist()):
+            per_query = []
+            for w_row, i_row in zip(study_w, study_i):
+                rows = module.rows(i_row)
+                for row, weight in zip(rows, w_row):
+                    row["weight"] = weight
+                per_query.append(rows)
+            result.append(per_query)
+        return result
+
+
+__all__ = [
+    "AmrgCausalLMOutputWithPast",
+    "AmrgDiseaseClassifierOutput",
+    "AmrgForConditionalGeneration",
+    "AmrgForDiseaseClassification",
+    "AmrgImageFeatures",
+    "AmrgPreTrainedModel",
+    "autoregressive_report_loss",
+    "interleave_memory_tokens",
+    "merge_image_features",
+    "report_generation_config",
+]
