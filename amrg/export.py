@@ -1,0 +1,67 @@
+"""Write a complete, self-contained model folder: weights, configs, processor, and the shipped Python files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from modeling_amrg import AmrgConfig, AmrgForConditionalGeneration, AmrgImageProcessor, AmrgProcessor
+
+
+def register_auto_classes() -> None:
+    """Register the shipped classes with the Auto* factories so that `save_pretrained` copies their files and writes
+    `auto_map`. Done here, at export time, never at import time."""
+    AmrgConfig.register_for_auto_class()
+    AmrgForConditionalGeneration.register_for_auto_class("AutoModel")
+    AmrgImageProcessor.register_for_auto_class("AutoImageProcessor")
+    AmrgProcessor.register_for_auto_class("AutoProcessor")
+
+
+def save_model_folder(
+    model: AmrgForConditionalGeneration,
+    processor: AmrgProcessor,
+    output_dir: str | os.PathLike,
+    overwrite: bool = False,
+) -> Path:
+    """Save `model` and `processor` into `output_dir`, loadable with `AutoModel`/`AutoProcessor.from_pretrained(
+    output_dir, trust_remote_code=True)`.
+
+    Everything is written to a temporary folder beside `output_dir` and renamed into place at the end, so an
+    interrupted save never leaves a half-written model. An existing non-empty `output_dir` is replaced only with
+    `overwrite=True`."""
+    target = Path(output_dir)
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"output path exists and is not a folder: {target}")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise ValueError(f"output folder is not empty: {target} (pass overwrite=True / --overwrite to replace it)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    register_auto_classes()
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        _add_auto_map_entries(staging / "config.json")
+        if target.exists():
+            backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            os.replace(target, backup / target.name)
+            os.replace(staging, target)
+            shutil.rmtree(backup)
+        else:
+            os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return target
+
+
+def _add_auto_map_entries(config_path: Path) -> None:
+    """The model is also the `AutoModelForImageTextToText` class (the 5.x successor of Vision2Seq)."""
+    config = json.loads(config_path.read_text())
+    auto_map = config.setdefault("auto_map", {})
+    auto_map.setdefault("AutoModelForImageTextToText", auto_map["AutoModel"])
+    tmp = config_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, config_path)

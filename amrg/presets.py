@@ -1,0 +1,33 @@
+"""Build complete random models (model + processor) from a preset, with a locally trained tokenizer."""
+
+from __future__ import annotations
+
+import torch
+from transformers import set_seed
+
+from modeling_amrg import AmrgConfig, AmrgForConditionalGeneration, AmrgImageProcessor, AmrgProcessor
+
+from .tiny_corpus import tiny_corpus
+from .tokenizer import train_report_tokenizer
+
+
+def build_tiny_model(seed: int = 0, **config_overrides) -> tuple[AmrgForConditionalGeneration, AmrgProcessor]:
+    """A random tiny AM-MRG (about 0.1 M parameters) and its processor; deterministic for `seed`."""
+    set_seed(seed)
+    tokenizer = train_report_tokenizer(tiny_corpus(), vocab_size=512)
+    config = AmrgConfig.from_preset("tiny", image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+                                    **config_overrides)
+    config.text_config.vocab_size = len(tokenizer)
+    config.text_config.pad_token_id = tokenizer.pad_token_id
+    config.text_config.bos_token_id = tokenizer.bos_token_id
+    config.text_config.eos_token_id = tokenizer.eos_token_id
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = AmrgForConditionalGeneration(config)
+    processor = AmrgProcessor(
+        AmrgImageProcessor(image_size=config.vision_config.image_size),
+        tokenizer,
+        num_image_tokens=config.num_image_tokens,
+        generation_prompt=config.generation_prompt,
+    )
+    return model.eval(), processor

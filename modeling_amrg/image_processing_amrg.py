@@ -1,0 +1,151 @@
+# Copyright 2026 The AM-MRG authors. Licensed under the Apache License, Version 2.0.
+"""Chest X-ray image processor: any size, 8/16-bit or float, grayscale or RGB, files or arrays -> pixel_values."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.image_processing_utils import BaseImageProcessor
+
+
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def load_grayscale(image: ImageLike) -> np.ndarray:
+    """Read one radiograph as a float32 `(H, W)` array scaled to [0, 1] by its own minimum and maximum.
+
+    Per-image min-max scaling handles 8-bit, 16-bit and float inputs alike (MAIRA-2's convention); colour images are
+    converted to luminance. Files that are missing, empty, truncated or not images raise an error naming the file."""
+    if isinstance(image, (str, os.PathLike)):
+        path = os.fspath(image)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"image file not found: {path}")
+        if os.path.getsize(path) == 0:
+            raise ValueError(f"image file is empty: {path}")
+        try:
+            with Image.open(path) as handle:
+                handle.load()
+                array = _pil_to_array(handle)
+        except (UnidentifiedImageError, OSError, SyntaxError) as error:
+            raise ValueError(f"cannot read image file {path}: {error}") from error
+    elif isinstance(image, Image.Image):
+        array = _pil_to_array(image)
+    elif isinstance(image, (np.ndarray, torch.Tensor)):
+        array = _array_to_gray(np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image))
+    else:
+        raise TypeError(f"an image must be a file path, PIL image, numpy array or tensor, got {type(image).__name__}")
+    if array.size == 0:
+        raise ValueError(f"image has no pixels (shape {array.shape})")
+    if not np.isfinite(array).all():
+        raise ValueError("image holds NaN or infinite values")
+    low, high = float(array.min()), float(array.max())
+    return (array - low) / (high - low) if high > low else np.zeros_like(array)
+
+
+def _pil_to_array(image: Image.Image) -> np.ndarray:
+    if image.mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr"):
+        image = image.convert("L")
+    return _array_to_gray(np.asarray(image))
+
+
+def _array_to_gray(array: np.ndarray) -> np.ndarray:
+    if array.dtype == bool or array.dtype.kind not in "uif":
+        raise ValueError(f"image array must be numeric, got dtype {array.dtype}")
+    array = array.astype(np.float32)
+    if array.ndim == 3 and array.shape[-1] in (1, 3, 4):
+        channels = array[..., :3]
+        array = channels.mean(axis=-1) if channels.shape[-1] == 3 else channels[..., 0]
+    elif array.ndim == 3 and array.shape[0] in (1, 3):
+        array = array.mean(axis=0)
+    if array.ndim != 2:
+        raise ValueError(f"image array must be (H, W), (H, W, C) or (C, H, W), got shape {array.shape}")
+    return array
+
+
+class AmrgImageProcessor(BaseImageProcessor):
+    r"""
+    Turns studies of one or more chest X-ray views into `pixel_values` `(studies, views, 3, image_size, image_size)`
+    and `view_mask` `(studies, views)`.
+
+    Each view is read as grayscale, min-max scaled to [0, 1], resized (bilinear, antialiased) to a square of
+    `image_size` (the aspect ratio is not kept, as in R2Gen's `Resize((224, 224))`), replicated to 3 channels and
+    normalised with `image_mean`/`image_std` (ImageNet statistics, which the pretrained Swin expects).
+
+    Args:
+        image_size (`int`, *optional*, defaults to 224): output side.
+        image_mean (`list[float]`, *optional*): per-channel mean.
+        image_std (`list[float]`, *optional*): per-channel standard deviation.
+        max_views (`int`, *optional*, defaults to 2): most views per study (frontal + lateral).
+    """
+
+    model_input_names = ["pixel_values", "view_mask"]
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        image_mean: Sequence[float] = IMAGENET_MEAN,
+        image_std: Sequence[float] = IMAGENET_STD,
+        max_views: int = 2,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(image_size, int) or image_size <= 0:
+            raise ValueError(f"`image_size` must be a positive integer, got {image_size!r}")
+        if len(image_mean) != 3 or len(image_std) != 3 or min(image_std) <= 0:
+            raise ValueError(f"`image_mean`/`image_std` must be 3 values (std > 0), got {image_mean!r}/{image_std!r}")
+        self.image_size = image_size
+        self.image_mean = [float(v) for v in image_mean]
+        self.image_std = [float(v) for v in image_std]
+        self.max_views = max_views
+
+    def preprocess_view(self, image: ImageLike) -> torch.Tensor:
+        """One view -> `(3, image_size, image_size)` float tensor."""
+        gray = torch.from_numpy(load_grayscale(image))[None, None]
+        size = (self.image_size, self.image_size)
+        resized = F.interpolate(gray, size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+        mean = torch.tensor(self.image_mean).view(3, 1, 1)
+        std = torch.tensor(self.image_std).view(3, 1, 1)
+        return (resized.clamp(0, 1).expand(3, -1, -1) - mean) / std
+
+    def preprocess(self, images: Any, return_tensors: str | None = "pt", **kwargs: Any) -> BatchFeature:
+        """`images`: one image (one study, one view), a list of images (one single-view study each), or a list of
+        lists (one study each, with its views)."""
+        studies = normalize_studies(images, self.max_views)
+        views = max(len(study) for study in studies)
+        pixel_values = torch.zeros(len(studies), views, 3, self.image_size, self.image_size)
+        view_mask = torch.zeros(len(studies), views, dtype=torch.long)
+        for i, study in enumerate(studies):
+            for j, image in enumerate(study):
+                pixel_values[i, j] = self.preprocess_view(image)
+                view_mask[i, j] = 1
+        return BatchFeature({"pixel_values": pixel_values, "view_mask": view_mask}, tensor_type=return_tensors)
+
+    def __call__(self, images: Any, *args: Any, **kwargs: Any) -> BatchFeature:
+        return self.preprocess(images, *args, **kwargs)
+
+
+def normalize_studies(images: Any, max_views: int) -> list[list[ImageLike]]:
+    """Normalise the accepted nestings of `images` to a list of studies, each a list of 1..max_views images."""
+    if images is None:
+        raise ValueError("`images` must not be None")
+    if not isinstance(images, (list, tuple)):
+        return [[images]]
+    if len(images) == 0:
+        raise ValueError("`images` is an empty list")
+    studies = [list(item) if isinstance(item, (list, tuple)) else [item] for item in images]
+    for index, study in enumerate(studies):
+        if not 1 <= len(study) <= max_views:
+            raise ValueError(f"study {index} has {len(study)} views; between 1 and {max_views} are supported")
+    return studies
+
+
+__all__ = ["AmrgImageProcessor", "load_grayscale", "normalize_studies"]
