@@ -292,7 +292,9 @@ class AmrgForConditionalGeneration(AmrgPreTrainedModel, GenerationMixin):
 
     main_input_name = "input_ids"
 
-    def __init__(self, config: AmrgConfig) -> None:
+    def __init__(self, config: AmrgConfig, language_model: PreTrainedModel | None = None) -> None:
+        """`language_model`: an already loaded causal LM to use instead of a random one built from
+        `config.text_config` (how the assembly helper avoids initialising a 7B model twice)."""
         super().__init__(config)
         query_width = config.qformer_config.hidden_size
         self.disease_encoder = AmrgDiseaseEncoder(config)
@@ -309,7 +311,7 @@ class AmrgForConditionalGeneration(AmrgPreTrainedModel, GenerationMixin):
             else None
         )
         self.language_projection = AmrgMultiModalProjector(config)
-        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.language_model = language_model or AutoModelForCausalLM.from_config(config.text_config)
         if config.freeze_language_model:
             self.language_model.requires_grad_(False)
         self.post_init()

@@ -1,0 +1,126 @@
+"""The `amrg` command: `init`, `assemble` and `generate`. Errors are one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+import torch
+
+
+logger = logging.getLogger("amrg")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from .export import save_model_folder
+    from .presets import build_tiny_model
+
+    if args.preset != "tiny":
+        raise ValueError(
+            f"`--preset {args.preset}` cannot be initialised randomly here (billions of parameters); use "
+            "`amrg assemble` with pretrained parts for the paper's sizes"
+        )
+    model, processor = build_tiny_model(seed=args.seed)
+    path = save_model_folder(model, processor, args.output, overwrite=args.overwrite)
+    print(f"wrote a random tiny AM-MRG model to {path} (seed {args.seed})")
+    return 0
+
+
+def _cmd_assemble(args: argparse.Namespace) -> int:
+    from .assemble import assemble_from_pretrained
+    from .export import save_model_folder
+
+    model, processor = assemble_from_pretrained(
+        language_model=args.language_model,
+        vision_model=args.vision_model,
+        vision_checkpoint=args.vision_checkpoint,
+        vision_pretrained=not args.random_vision,
+        text_encoder=args.text_encoder,
+        image_size=args.image_size,
+        dtype=DTYPES[args.dtype],
+    )
+    path = save_model_folder(model, processor, args.output, overwrite=args.overwrite)
+    print(f"wrote the assembled AM-MRG model to {path}")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from .loading import load_model_folder
+
+    if not 1 <= len(args.images) <= 2:
+        raise ValueError(f"give one study: one or two images (frontal, lateral), got {len(args.images)}")
+    model, processor = load_model_folder(args.model)
+    inputs = processor(images=[list(args.images)])  # unreadable images fail here, before any generation
+    overrides = {key: value for key, value in (("max_new_tokens", args.max_new_tokens),
+                                               ("num_beams", args.num_beams)) if value is not None}
+    if args.max_new_tokens is not None:
+        overrides["min_new_tokens"] = min(model.generation_config.min_new_tokens or 0, args.max_new_tokens)
+    with torch.no_grad():
+        sequences = model.generate(**inputs, **overrides)
+        probabilities = model.predict_disease_probabilities(inputs["pixel_values"], inputs["view_mask"])[0]
+    report = processor.post_process_report_generation(sequences, inputs["input_ids"].shape[1])[0]
+    if args.json:
+        names = model.config.observation_names
+        payload = {"report": report, "probabilities": dict(zip(names, (round(p, 6) for p in probabilities.tolist())))}
+        print(json.dumps(payload, indent=2))
+    else:
+        print(report)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="amrg", description="AM-MRG: chest X-ray report generation")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    init = sub.add_parser("init", help="write a random model folder from a preset")
+    init.add_argument("--preset", default="tiny", choices=["tiny", "paper"])
+    init.add_argument("--output", required=True)
+    init.add_argument("--seed", type=int, default=0)
+    init.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    init.set_defaults(func=_cmd_init)
+
+    assemble = sub.add_parser("assemble", help="build a model from pretrained vision, report-encoder and LLM parts")
+    assemble.add_argument("--language-model", required=True, help="causal LM path or Hub id (e.g. Llama-2-7B)")
+    assemble.add_argument("--vision-model", default="swin_base_patch4_window7_224", help="timm architecture")
+    assemble.add_argument("--vision-checkpoint", help="local vision weights (safetensors or weights-only torch)")
+    assemble.add_argument("--random-vision", action="store_true", help="do not load pretrained vision weights")
+    assemble.add_argument("--text-encoder", default="emilyalsentzer/Bio_ClinicalBERT",
+                          help="report encoder path or Hub id")
+    assemble.add_argument("--image-size", type=int, default=224)
+    assemble.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    assemble.add_argument("--output", required=True)
+    assemble.add_argument("--overwrite", action="store_true")
+    assemble.set_defaults(func=_cmd_assemble)
+
+    generate = sub.add_parser("generate", help="write the report of one study (one or two views)")
+    generate.add_argument("--model", required=True, help="model folder")
+    generate.add_argument("images", nargs="+", help="frontal [lateral] image files")
+    generate.add_argument("--json", action="store_true", help="also print the 14 disease probabilities")
+    generate.add_argument("--max-new-tokens", type=int)
+    generate.add_argument("--num-beams", type=int)
+    generate.set_defaults(func=_cmd_generate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # The command prints results only: transformers' progress bars and notices would bury them.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, OSError, KeyError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"amrg {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
