@@ -81,11 +81,11 @@ def autoregressive_report_loss(logits: torch.Tensor, labels: torch.Tensor) -> to
     )
 
 
-def interleave_memory_tokens(visual: torch.Tensor | None, report: torch.Tensor | None) -> torch.Tensor:
-    """Eq. 8-9: F'_i = [f*_v,i ; f*_r,i] for each disease i, giving `(B, n_d x 2, width)` (or n_d x 1 when one
-    memory is disabled)."""
+def interleave_memory_tokens(visual: torch.Tensor | None, report: torch.Tensor | None) -> torch.Tensor | None:
+    """Eq. 8-9: F'_i = [f*_v,i ; f*_r,i] for each disease i, giving `(B, n_d x 2, width)` (n_d x 1 when one memory
+    is disabled, `None` when both are)."""
     parts = [part for part in (visual, report) if part is not None]
-    return torch.stack(parts, dim=2).flatten(1, 2)
+    return torch.stack(parts, dim=2).flatten(1, 2) if parts else None
 
 
 @dataclass
@@ -181,18 +181,12 @@ class AmrgPreTrainedModel(PreTrainedModel):
         else:
             super()._init_weights(module)
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
-        super().gradient_checkpointing_enable(gradient_checkpointing_kwargs)
-        # timm modules are not PreTrainedModels: switch their own checkpointing on too.
+    def _set_gradient_checkpointing(self, enable: bool = True, *args: Any, **kwargs: Any) -> None:
+        super()._set_gradient_checkpointing(enable, *args, **kwargs)
+        # timm modules are not transformers layers: switch the tower's own checkpointing too.
         for module in self.modules():
             if isinstance(module, AmrgVisionModel):
-                module.set_grad_checkpointing(True)
-
-    def gradient_checkpointing_disable(self) -> None:
-        super().gradient_checkpointing_disable()
-        for module in self.modules():
-            if isinstance(module, AmrgVisionModel):
-                module.set_grad_checkpointing(False)
+                module.set_grad_checkpointing(enable)
 
 
 class AmrgForDiseaseClassification(AmrgPreTrainedModel):
@@ -371,7 +365,8 @@ class AmrgForConditionalGeneration(AmrgPreTrainedModel, GenerationMixin):
                 projector.report_memory(report) if report is not None else None,
             ),
         }
-        embeddings = projector.norm(torch.cat([blocks[name] for name in self.config.llm_input_order], dim=1))
+        ordered = [blocks[name] for name in self.config.llm_input_order if blocks[name] is not None]
+        embeddings = projector.norm(torch.cat(ordered, dim=1))
         return AmrgImageFeatures(
             embeddings=embeddings,
             disease_logits=encoded.logits,
