@@ -73,7 +73,11 @@ def assemble_from_pretrained(
     )
     if vision_checkpoint is not None:
         state = {k: v for k, v in load_vision_state_dict(vision_checkpoint).items() if not k.startswith("head.")}
-        missing, unexpected = backbone.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = backbone.load_state_dict(state, strict=False)
+        except RuntimeError as error:  # shape mismatches
+            first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+            raise ValueError(f"vision checkpoint {vision_checkpoint} does not match {vision_model!r}: {first}") from None
         missing = [k for k in missing if "relative_position_index" not in k and "attn_mask" not in k]
         if missing or unexpected:
             raise ValueError(

@@ -41,6 +41,7 @@ def _cmd_assemble(args: argparse.Namespace) -> int:
         vision_pretrained=not args.random_vision,
         text_encoder=args.text_encoder,
         image_size=args.image_size,
+        vision_kwargs=json.loads(args.vision_kwargs),
         dtype=DTYPES[args.dtype],
     )
     path = save_model_folder(model, processor, args.output, overwrite=args.overwrite)
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     assemble.add_argument("--text-encoder", default="emilyalsentzer/Bio_ClinicalBERT",
                           help="report encoder path or Hub id")
     assemble.add_argument("--image-size", type=int, default=224)
+    assemble.add_argument("--vision-kwargs", default="{}", help="JSON of extra timm.create_model arguments")
     assemble.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     assemble.add_argument("--output", required=True)
     assemble.add_argument("--overwrite", action="store_true")

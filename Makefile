@@ -1,0 +1,30 @@
+# All set-up is here: `make demo` and `make test` create .venv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install test demo clean
+
+# torch/torchvision first and pinned: PyPI's torchvision does not import beside other torch builds, and a later
+# unpinned install would silently replace torch (DESIGN.md section 5).
+$(VENV)/.installed: requirements.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+demo: install
+	bash scripts/demo.sh
+
+clean:
+	rm -rf runs/demo

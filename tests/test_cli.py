@@ -1,0 +1,82 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from amrg.cli import main
+from modeling_amrg import CHEXPERT_OBSERVATIONS
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli") / "model"
+    assert main(["init", "--preset", "tiny", "--output", str(folder), "--seed", "3"]) == 0
+    return folder
+
+
+def _image(tmp_path, radiograph, name, seed, dtype="uint8"):
+    import numpy as np
+
+    path = tmp_path / name
+    Image.fromarray(radiograph(seed, (90, 110), getattr(np, dtype))).save(path)
+    return str(path)
+
+
+def test_init_writes_a_complete_folder_and_refuses_to_overwrite(model_dir, capsys):
+    files = set(os.listdir(model_dir))
+    assert {"config.json", "model.safetensors", "generation_config.json", "processor_config.json",
+            "tokenizer.json", "modeling_amrg.py", "configuration_amrg.py", "processing_amrg.py"} <= files
+    capsys.readouterr()
+    assert main(["init", "--output", str(model_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "not empty" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert main(["init", "--output", str(model_dir), "--preset", "paper"]) == 2
+    assert "amrg assemble" in capsys.readouterr().err
+
+
+def test_generate_prints_a_report_and_probabilities(model_dir, tmp_path, radiograph, capsys):
+    frontal = _image(tmp_path, radiograph, "frontal.png", 1)
+    lateral = _image(tmp_path, radiograph, "lateral.png", 2, "uint16")
+    assert main(["generate", "--model", str(model_dir), frontal, "--max-new-tokens", "4"]) == 0
+    report = capsys.readouterr().out.strip()
+    assert report and "<image>" not in report
+    assert main(["generate", "--model", str(model_dir), frontal, lateral, "--json", "--max-new-tokens", "4",
+                 "--num-beams", "1"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert set(payload["probabilities"]) == set(CHEXPERT_OBSERVATIONS)
+    assert all(0.0 <= p <= 1.0 for p in payload["probabilities"].values())
+    assert isinstance(payload["report"], str)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda tmp: [str(tmp / "missing.png")], "image file not found"),
+        (lambda tmp: [str((tmp / "text.png").write_text("x") and tmp / "text.png")], "cannot read image file"),
+        (lambda tmp: ["a.png", "b.png", "c.png"], "one or two images"),
+    ],
+)
+def test_generate_errors_are_one_line(model_dir, tmp_path, capsys, make, message):
+    assert main(["generate", "--model", str(model_dir), *make(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_missing_model_folder(tmp_path, capsys):
+    assert main(["generate", "--model", str(tmp_path / "nothing"), "x.png"]) == 2
+    assert "model folder not found" in capsys.readouterr().err
+
+
+def test_installed_console_script(model_dir, tmp_path, radiograph):
+    script = os.path.join(os.path.dirname(sys.executable), "amrg")
+    frontal = _image(tmp_path, radiograph, "f.png", 5)
+    result = subprocess.run([script, "generate", "--model", str(model_dir), frontal, "--max-new-tokens", "3",
+                             "--num-beams", "1"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    bad = subprocess.run([script, "generate", "--model", str(model_dir), str(tmp_path / "none.png")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
