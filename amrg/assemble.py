@@ -77,7 +77,8 @@ def assemble_from_pretrained(
             missing, unexpected = backbone.load_state_dict(state, strict=False)
         except RuntimeError as error:  # shape mismatches
             first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
-            raise ValueError(f"vision checkpoint {vision_checkpoint} does not match {vision_model!r}: {first}") from None
+            message = f"vision checkpoint {vision_checkpoint} does not match {vision_model!r}: {first}"
+            raise ValueError(message) from None
         missing = [k for k in missing if "relative_position_index" not in k and "attn_mask" not in k]
         if missing or unexpected:
             raise ValueError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+
 _SUBJECTS = [
     "the heart size is normal",
     "the heart is mildly enlarged",

@@ -480,7 +480,9 @@ class AmrgForConditionalGeneration(AmrgPreTrainedModel, GenerationMixin):
         disease_ids = torch.as_tensor(contents.get("disease_ids", []), dtype=torch.long).reshape(-1)
         n_d = self.config.num_observations
         if disease_ids.numel() != rows or (rows and (disease_ids.min() < 0 or disease_ids.max() >= n_d)):
-            raise ValueError(f"`{name}.disease_ids` must hold {rows} indices in [0, {n_d}), got {disease_ids.tolist()[:10]}")
+            raise ValueError(
+                f"`{name}.disease_ids` must hold {rows} indices in [0, {n_d}), got {disease_ids.tolist()[:10]}"
+            )
         source_ids = self._string_list(name, "source_ids", contents.get("source_ids"), rows)
         texts = self._string_list(name, "texts", contents.get("texts") or [""] * rows, rows)
         provenance = contents.get("provenance", {})

@@ -14,7 +14,9 @@ from .configuration_amrg import AmrgConfig
 from .modeling_amrg_vision import AmrgVisionModel
 
 
-def stage1_targets(labels: torch.Tensor, uncertain_policy: str, blank_policy: str) -> tuple[torch.Tensor, torch.Tensor]:
+def stage1_targets(
+    labels: torch.Tensor, uncertain_policy: str, blank_policy: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Map CheXpert labels (1, 0, -1 uncertain, NaN blank) to BCE targets and a mask of the entries that count.
 
     uncertain: `"zeros"` -> 0, `"ones"` -> 1, `"ignore"` -> masked; blank: `"zeros"` -> 0, `"ignore"` -> masked."""

@@ -1,7 +1,7 @@
 # Copyright 2026 The AM-MRG authors. Licensed under the Apache License, Version 2.0.
 # The "ramsauer" update follows the Hopfield layer of Ramsauer et al., "Hopfield Networks is All You Need" (2021), as
 # implemented in ml-jku/hopfield-layers (BSD-3); written anew here because hflayers may not be imported by remote code.
-"""Modern Hopfield retrieval (paper eq. 2-6): energy, its gradient, the iterative update and the association weights."""
+"""Modern Hopfield retrieval (paper eq. 2-6): energy, gradient, iterative update and association weights."""
 
 from __future__ import annotations
 

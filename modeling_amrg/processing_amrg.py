@@ -51,7 +51,9 @@ class AmrgProcessor(ProcessorMixin):
         if not isinstance(num_image_tokens, int) or num_image_tokens <= 0:
             raise ValueError(f"`num_image_tokens` must be a positive integer, got {num_image_tokens!r}")
         if prompt_template.count("{image}") != 1 or prompt_template.count("{prompt}") != 1:
-            raise ValueError(f"`prompt_template` must contain {{image}} and {{prompt}} once each, got {prompt_template!r}")
+            raise ValueError(
+                f"`prompt_template` must contain {{image}} and {{prompt}} once each, got {prompt_template!r}"
+            )
         self.num_image_tokens = num_image_tokens
         self.prompt_template = prompt_template
         self.generation_prompt = generation_prompt

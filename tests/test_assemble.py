@@ -14,6 +14,7 @@ from amrg.cli import main
 from amrg.tiny_corpus import tiny_corpus
 from amrg.tokenizer import LLAMA_SPECIAL_TOKENS, train_report_tokenizer
 
+
 SWIN = {"window_size": 4, "embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2]}
 
 

@@ -31,7 +31,8 @@ def test_tiny_preset_and_json_round_trip(tmp_path):
     config.save_pretrained(tmp_path)
     loaded = AmrgConfig.from_pretrained(tmp_path)
     assert loaded.to_dict() == config.to_dict()
-    assert loaded.vision_config.timm_kwargs == {"window_size": 4, "embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2]}
+    expected_kwargs = {"window_size": 4, "embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2]}
+    assert loaded.vision_config.timm_kwargs == expected_kwargs
     assert loaded.image_token_id == 4
 
 

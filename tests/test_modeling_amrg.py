@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from modeling_amrg import AmrgConfig, AmrgForConditionalGeneration, AmrgForDiseaseClassification
-from modeling_amrg.modeling_amrg import autoregressive_report_loss
 from modeling_amrg.modeling_amrg_disease import disease_query_orthogonality_loss, stage1_targets
+
 
 NAN = float("nan")
 
@@ -31,7 +31,9 @@ def test_block_shapes(tiny, radiograph, banks):
     inputs = _inputs(processor, radiograph)
     with torch.no_grad():
         encoded = model.disease_encoder(inputs["pixel_values"], inputs["view_mask"])
-        image = model.get_image_features(inputs["pixel_values"], inputs["view_mask"], output_hopfield_associations=True)
+        image = model.get_image_features(
+            inputs["pixel_values"], inputs["view_mask"], output_hopfield_associations=True
+        )
         out = model(**inputs)
     assert encoded.vision_tokens.shape == (2, config.vision_config.num_tokens, config.vision_config.hidden_size)
     assert encoded.query_features.shape == (2, config.num_query_tokens, config.qformer_config.hidden_size)
@@ -236,7 +238,7 @@ def test_save_and_load_restore_every_tensor_and_generation(tmp_path, tiny, radio
 def test_batched_generation_equals_one_by_one(tiny, radiograph, num_beams):
     model, processor = tiny
     images = [[radiograph(1)], [radiograph(2), radiograph(3)], [radiograph(4)]]
-    prompts = ["describe the chest.", "Generate a comprehensive and detailed diagnosis report for this chest X-ray image.",
+    prompts = ["describe the chest.", "Generate a comprehensive and detailed diagnosis report for this chest image.",
                "report?"]
     kwargs = {"max_new_tokens": 5, "min_new_tokens": 5, "num_beams": num_beams, "do_sample": False}
     batch = processor(images=images, text=prompts)

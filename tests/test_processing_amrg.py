@@ -50,7 +50,8 @@ def test_8_and_16_bit_versions_of_one_image_match(tmp_path, radiograph):
     sixteen = processor.preprocess_view((base * 65535).round().astype(np.uint16))
     torch.testing.assert_close(eight, sixteen, rtol=1e-3, atol=1e-3)
     # grayscale is replicated, then normalised per channel with the ImageNet statistics
-    unnormalised = eight * torch.tensor(processor.image_std).view(3, 1, 1) + torch.tensor(processor.image_mean).view(3, 1, 1)
+    std, mean = torch.tensor(processor.image_std).view(3, 1, 1), torch.tensor(processor.image_mean).view(3, 1, 1)
+    unnormalised = eight * std + mean
     torch.testing.assert_close(unnormalised[0], unnormalised[2], rtol=1e-5, atol=1e-5)
     assert float(unnormalised.min()) >= -1e-5 and float(unnormalised.max()) <= 1 + 1e-5
 
@@ -160,7 +161,8 @@ def test_processor_rejects_a_tokenizer_without_image_token(tiny):
     [
         ("The heart is normal. No effusion!", "the heart is normal . no effusion ."),
         ("1. No acute disease. 2. Heart size normal..  ", "no acute disease . heart size normal ."),
-        ("Lungs are clear, no pneumothorax.\nXXXX is seen (T12).", "lungs are clear no pneumothorax . xxxx is seen t12 ."),
+        ("Lungs are clear, no pneumothorax.\nXXXX is seen (T12).",
+         "lungs are clear no pneumothorax . xxxx is seen t12 ."),
         ("Heart size normal; lungs clear: no edema/effusion.", "heart size normal lungs clear no edemaeffusion ."),
         ("", ""),
         ("...", ""),
@@ -173,6 +175,7 @@ def test_iu_xray_cleaning_is_pinned(raw, clean):
 
 def test_mimic_cxr_cleaning_is_pinned():
     raw = "FINDINGS:\n PA and lateral views of the chest. ___ is seen.\n1. No pneumonia.\r\n2. Small effusion."
-    assert clean_report_mimic_cxr(raw) == "findings pa and lateral views of the chest . is seen . no pneumonia . small effusion ."
+    expected = "findings pa and lateral views of the chest . is seen . no pneumonia . small effusion ."
+    assert clean_report_mimic_cxr(raw) == expected
     with pytest.raises(TypeError, match="report"):
         clean_report_mimic_cxr(None)
