@@ -58,14 +58,16 @@ def hopfield_retrieve(
     step_size: float,
     max_steps: int,
     eps: float,
-) -> tuple[torch.Tensor, torch.Tensor, int]:
+    return_associations: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """Eq. 3 iterated from f* = f until no state moves by more than `eps` or `max_steps` updates; eq. 6's output.
 
     The loop is differentiable (autograd unrolls it), so projections in front of it are trained through it.
 
     Returns:
         `(f*, alpha, steps)`: the retrieved states (dtype of `query`), the association weights of eq. 5 at f*
-        (fp32), and the number of updates taken.
+        (fp32; `None` unless `return_associations`, which costs one more read of the memory), and the number of
+        updates taken.
     """
     state = query.float()
     steps = 0
@@ -74,7 +76,8 @@ def hopfield_retrieve(
         state = state - update
         if update.detach().abs().max().item() <= eps:
             break
-    return state.to(query.dtype), hopfield_association(state, stored), steps
+    alpha = hopfield_association(state, stored) if return_associations else None
+    return state.to(query.dtype), alpha, steps
 
 
 class AmrgHopfieldMemory(nn.Module):
@@ -126,6 +129,7 @@ class AmrgHopfieldMemory(nn.Module):
                 step_size=self.config.step_size,
                 max_steps=self.config.update_steps_max,
                 eps=self.config.update_steps_eps,
+                return_associations=output_associations,
             )
         else:
             states, alpha = self._ramsauer_update(state, stored, bank)
