@@ -73,6 +73,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_label(args: argparse.Namespace) -> int:
+    from .labeler import ReportLabeler, read_reports_csv, write_labels_csv
+
+    reports = read_reports_csv(args.input)
+    labels = ReportLabeler().label_batch(reports)
+    write_labels_csv(args.output, reports, labels)
+    print(f"labelled {len(reports)} reports into {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amrg", description="AM-MRG: chest X-ray report generation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--max-new-tokens", type=int)
     generate.add_argument("--num-beams", type=int)
     generate.set_defaults(func=_cmd_generate)
+
+    label = sub.add_parser("label", help="label reports with the 14 CheXpert observations (upstream CSV formats)")
+    label.add_argument("input", help="CSV with one report per row, no header")
+    label.add_argument("--output", required=True, help="CSV: Reports then the 14 observation columns")
+    label.set_defaults(func=_cmd_label)
     return parser
 
 
