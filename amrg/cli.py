@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -83,6 +84,42 @@ def _cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from .data import load_r2gen_dataset, load_user_studies
+
+    labels = None if args.labels == "none" else args.labels
+    missing = "drop" if args.drop_missing_images else "error"
+    if (args.annotation is None) == (args.studies is None):
+        raise ValueError("give exactly one of --annotation (R2Gen format) or --studies (your own CSV / JSON lines)")
+    if args.annotation is not None:
+        if args.image_root is None:
+            raise ValueError("--annotation needs --image-root")
+        dataset = load_r2gen_dataset(args.annotation, args.image_root, dataset=args.dataset, splits=args.splits,
+                                     labels=labels, missing_images=missing, num_proc=args.num_proc)
+    else:
+        dataset = load_user_studies(args.studies, args.image_root, labels=labels, missing_images=missing,
+                                    num_proc=args.num_proc)
+    target = Path(args.output)
+    if target.exists() and any(target.iterdir()) and not args.overwrite:
+        raise ValueError(f"output folder is not empty: {target} (pass --overwrite to replace it)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        dataset.save_to_disk(str(staging / "dataset"))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging / "dataset", target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    counts = ", ".join(f"{split} {len(part)}" for split, part in dataset.items())
+    print(f"wrote {target} ({counts} studies)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amrg", description="AM-MRG: chest X-ray report generation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +157,19 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("input", help="CSV with one report per row, no header")
     label.add_argument("--output", required=True, help="CSV: Reports then the 14 observation columns")
     label.set_defaults(func=_cmd_label)
+
+    data = sub.add_parser("data", help="build a datasets.DatasetDict (saved with save_to_disk) from a dataset")
+    data.add_argument("--annotation", help="R2Gen annotation.json")
+    data.add_argument("--studies", help="your own studies: CSV (id,image_path,report[,split]) or JSON lines")
+    data.add_argument("--image-root", help="folder the image paths are relative to")
+    data.add_argument("--dataset", default="iu_xray", choices=["iu_xray", "mimic_cxr", "chexpert_plus"])
+    data.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+    data.add_argument("--labels", default="labeler", help="'labeler', 'none', or a label file (CSV or JSON)")
+    data.add_argument("--drop-missing-images", action="store_true", help="drop studies whose images are missing")
+    data.add_argument("--num-proc", type=int, default=None)
+    data.add_argument("--output", required=True)
+    data.add_argument("--overwrite", action="store_true")
+    data.set_defaults(func=_cmd_data)
     return parser
 
 
