@@ -110,7 +110,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         # An empty split needs an explicit shard count, or `datasets` writes no file for it.
-        dataset.save_to_disk(str(staging / "dataset"), num_shards={split: 1 for split, part in dataset.items() if len(part) == 0})
+        shards = {split: 1 for split, part in dataset.items() if len(part) == 0}
+        dataset.save_to_disk(str(staging / "dataset"), num_shards=shards)
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging / "dataset", target)

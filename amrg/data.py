@@ -224,8 +224,8 @@ def build_dataset_dict(
             continue
         part = Dataset.from_generator(_generate, features=FEATURES, gen_kwargs={"rows": rows},
                                       cache_dir=str(cache_dir) if cache_dir else None, split=split)
-        part = part.map(_clean_batch, batched=True, num_proc=num_proc, fn_kwargs={"cleaner": DATASET_CLEANERS[dataset]},
-                        desc=f"cleaning {split} reports")
+        part = part.map(_clean_batch, batched=True, num_proc=num_proc,
+                        fn_kwargs={"cleaner": DATASET_CLEANERS[dataset]}, desc=f"cleaning {split} reports")
         if table is not None:
             part = part.map(lambda batch: {"labels": [table[i].tolist() for i in batch["id"]]}, batched=True,
                             desc=f"attaching {split} labels")

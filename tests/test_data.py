@@ -9,6 +9,7 @@ from amrg.cli import main
 from amrg.data import DataError, load_r2gen_dataset, load_user_studies
 from modeling_amrg import CHEXPERT_OBSERVATIONS
 
+
 REPORTS = {
     "s1": "The heart is enlarged. Small left pleural effusion. No pneumothorax.",
     "s2": "Lungs are clear. Heart size is normal.",
