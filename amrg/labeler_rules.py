@@ -62,7 +62,7 @@ UNCERTAIN_BEFORE = _alternation([
     r"favor", r"favored", r"consider", r"considered",
 ])
 UNCERTAIN_AFTER = _alternation([
-    r"(?:is |are )?(?:suspected|possible|likely|questionable|borderline)",
+    r"(?:is |are )?(?:suspected|possible|possibly|probably|likely|questionable|questionably|borderline)",
     r"(?:could|may|might) (?:also )?(?:be present|have this appearance|be seen)",
     r"(?:is |are )?(?:poorly|incompletely|not well|not clearly) (?:evaluated|visualized|seen|assessed)",
     r"(?:is |are )?obscured", r"(?:was |is |were |are )?not appreciated",
