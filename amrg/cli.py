@@ -122,6 +122,16 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_phantoms(args: argparse.Namespace) -> int:
+    from .phantoms import write_phantom_dataset
+
+    counts = write_phantom_dataset(args.output, n=args.n, seed=args.seed, size=args.size,
+                                   annotation=args.from_annotation, splits=tuple(args.splits),
+                                   num_proc=args.num_proc, overwrite=args.overwrite)
+    print(f"wrote phantom studies to {args.output}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amrg", description="AM-MRG: chest X-ray report generation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -172,6 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--output", required=True)
     data.add_argument("--overwrite", action="store_true")
     data.set_defaults(func=_cmd_data)
+
+    phantoms = sub.add_parser("phantoms", help="write synthetic chest X-ray studies with known findings and masks")
+    phantoms.add_argument("--n", type=int, help="number of synthetic studies (reports written from their labels)")
+    phantoms.add_argument("--from-annotation", help="R2Gen annotation whose real reports get matching phantoms")
+    phantoms.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+    phantoms.add_argument("--seed", type=int, default=0)
+    phantoms.add_argument("--size", type=int, default=256)
+    phantoms.add_argument("--num-proc", type=int, default=os.cpu_count() or 1)
+    phantoms.add_argument("--output", required=True)
+    phantoms.add_argument("--overwrite", action="store_true")
+    phantoms.set_defaults(func=_cmd_phantoms)
     return parser
 
 

@@ -31,7 +31,8 @@ def sample_labels(rng: np.random.Generator) -> np.ndarray:
     for name in FINDINGS:
         p_pos, p_unc, p_neg = PREVALENCE[name]
         draw = rng.random()
-        value = 1.0 if draw < p_pos else -1.0 if draw < p_pos + p_unc else 0.0 if draw < p_pos + p_unc + p_neg else np.nan
+        thresholds = np.cumsum([p_pos, p_unc, p_neg])
+        value = (1.0, -1.0, 0.0, np.nan)[int(np.searchsorted(thresholds, draw, side="right"))]
         labels[CHEXPERT_OBSERVATIONS.index(name)] = value
     return apply_no_finding_rule(labels)
 
@@ -67,7 +68,8 @@ def sample_findings(labels: np.ndarray, rng: np.random.Generator) -> dict[str, d
 _POSITIVE = {
     "Enlarged Cardiomediastinum": ["The mediastinum is widened.", "The superior mediastinum is widened."],
     "Cardiomegaly": ["The heart is enlarged.", "{Size} cardiomegaly.", "There is cardiomegaly."],
-    "Lung Opacity": ["Patchy airspace opacity in the {side} {zone} lung.", "There is an opacity in the {side} {zone} zone."],
+    "Lung Opacity": ["Patchy airspace opacity in the {side} {zone} lung.",
+                     "There is an opacity in the {side} {zone} zone."],
     "Lung Lesion": ["A {size} nodule is seen in the {side} {zone} lung.", "There is a {side} {zone} lung nodule."],
     "Edema": ["There is {mild} pulmonary edema.", "Bilateral perihilar edema."],
     "Consolidation": ["Focal consolidation in the {side} lower lobe.", "There is {side} basilar consolidation."],
@@ -128,7 +130,10 @@ def write_report(labels: np.ndarray, findings: dict[str, dict], rng: np.random.G
         details = findings.get(name, {})
         if value == 1.0:
             options = _POSITIVE[name]
-            template = options[details["device"]] if isinstance(options, dict) else options[int(rng.integers(len(options)))]
+            if isinstance(options, dict):
+                template = options[details["device"]]
+            else:
+                template = options[int(rng.integers(len(options)))]
         else:
             options = _UNCERTAIN[name] if value == -1.0 else _NEGATIVE[name]
             template = options[int(rng.integers(len(options)))]
