@@ -132,6 +132,19 @@ def _cmd_phantoms(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_predictions, markdown_table
+
+    metrics = tuple(m for m in ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "ROUGE_L", "METEOR", "CIDEr")
+                    if not (args.no_meteor and m == "METEOR"))
+    result = evaluate_predictions(
+        args.predictions, args.references, split=args.split, dataset=args.dataset, tokenization=args.tokenization,
+        uncertain=args.uncertain, bootstrap=args.bootstrap, seed=args.seed,
+        truncate_references=args.truncate_references, metrics=metrics, output=args.output)
+    print(markdown_table(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amrg", description="AM-MRG: chest X-ray report generation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -193,6 +206,23 @@ def build_parser() -> argparse.ArgumentParser:
     phantoms.add_argument("--output", required=True)
     phantoms.add_argument("--overwrite", action="store_true")
     phantoms.set_defaults(func=_cmd_phantoms)
+
+    evaluate = sub.add_parser("evaluate", help="NLG, clinical-efficacy and diversity figures of a predictions file")
+    evaluate.add_argument("--predictions", required=True, help='JSON lines {"id": ..., "prediction": ...}')
+    evaluate.add_argument("--references", required=True, help="R2Gen annotation.json")
+    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--dataset", default="iu_xray", choices=["iu_xray", "mimic_cxr", "chexpert_plus"],
+                          help="chooses the report cleaning")
+    evaluate.add_argument("--tokenization", default="whitespace", choices=["whitespace", "ptb"])
+    evaluate.add_argument("--uncertain", default="negative", choices=["negative", "positive"],
+                          help="uncertain labels count as absent (R2Gen) or present")
+    evaluate.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for 95%% intervals")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--truncate-references", type=int, default=None, metavar="TOKENS",
+                          help="the released code's protocol (60 for IU X-ray, 100 for MIMIC-CXR); labelled as such")
+    evaluate.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java)")
+    evaluate.add_argument("--output", help="JSON file of every figure")
+    evaluate.set_defaults(func=_cmd_evaluate)
     return parser
 
 
@@ -206,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     hf_logging.disable_progress_bar()
     try:
         return args.func(args)
-    except (ValueError, TypeError, OSError, KeyError) as error:
+    except (ValueError, TypeError, OSError, KeyError, RuntimeError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"amrg {args.command}: error: {message}", file=sys.stderr)
         return 2
