@@ -57,8 +57,9 @@ def ce_figures(predicted: np.ndarray, reference: np.ndarray) -> dict[str, float]
     ex_f1 = np.where(both_empty, 1.0, _ratio(2 * inter, n_pred + n_ref))
     return {
         "precision_micro": float(micro_p), "recall_micro": float(micro_r), "f1_micro": float(micro_f1),
-        "precision_macro": float(precision.mean()), "recall_macro": float(recall.mean()), "f1_macro": float(f1.mean()),
-        "precision_example": float(ex_p.mean()), "recall_example": float(ex_r.mean()), "f1_example": float(ex_f1.mean()),
+        "precision_macro": float(precision.mean()), "recall_macro": float(recall.mean()),
+        "f1_macro": float(f1.mean()), "precision_example": float(ex_p.mean()), "recall_example": float(ex_r.mean()),
+        "f1_example": float(ex_f1.mean()),
     }
 
 

@@ -30,7 +30,8 @@ def _check_pairs(predictions: Sequence[str], references: Sequence[str]) -> None:
             raise TypeError(f"{name} must be strings; rows {bad[:10]} are not")
         empty = [i for i, text in enumerate(texts) if not text.strip()]
         if empty:
-            raise ValueError(f"{name} rows {empty[:10]} are empty" + (f" ({len(empty)} rows)" if len(empty) > 10 else ""))
+            count = f" ({len(empty)} rows)" if len(empty) > 10 else ""
+            raise ValueError(f"{name} rows {empty[:10]} are empty{count}")
 
 
 def tokenize(texts: Sequence[str], tokenization: str = "whitespace") -> list[str]:
