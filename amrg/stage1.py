@@ -1,0 +1,136 @@
+"""Stage 1 (paper section III-B): train the disease-aware classifier, BCE (eq. 11) + query orthogonality, AdamW
+5e-5; per-observation AUC and F1 on val every epoch; the best epoch (macro AUC) is kept with `save_pretrained`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import get_constant_schedule
+
+from modeling_amrg import AmrgConfig, AmrgForDiseaseClassification, AmrgImageProcessor
+from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
+
+from .train_common import (
+    JsonLogger,
+    Stage1Collator,
+    TrainArguments,
+    arguments_dict,
+    fit,
+    make_loader,
+    save_run_config,
+)
+
+
+logger = logging.getLogger(__name__)
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve by the rank-sum (Mann-Whitney) formula, ties averaged; NaN without both classes."""
+    positive = positive.astype(bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    i = 0
+    while i < len(scores):
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def classification_report(probabilities: np.ndarray, labels: np.ndarray) -> dict:
+    """Per-observation AUC and F1 (threshold 0.5; present = label 1) and their macro means."""
+    present = labels == 1
+    rows = {}
+    for index, name in enumerate(CHEXPERT_OBSERVATIONS):
+        predicted = probabilities[:, index] >= 0.5
+        tp = int((predicted & present[:, index]).sum())
+        denominator = int(predicted.sum() + present[:, index].sum())
+        rows[name] = {"auc": roc_auc(probabilities[:, index], present[:, index]),
+                      "f1": 2 * tp / denominator if denominator else 0.0, "positives": int(present[:, index].sum())}
+    aucs = [row["auc"] for row in rows.values() if not np.isnan(row["auc"])]
+    return {"macro_auc": float(np.mean(aucs)) if aucs else float("nan"),
+            "macro_f1": float(np.mean([row["f1"] for row in rows.values()])), "per_observation": rows}
+
+
+@torch.no_grad()
+def predict_probabilities(accelerator, model, loader) -> tuple[np.ndarray, np.ndarray]:
+    model.eval()
+    probabilities, labels = [], []
+    for batch in loader:
+        logits = model(pixel_values=batch["pixel_values"], view_mask=batch["view_mask"]).logits
+        logits, batch_labels = accelerator.gather_for_metrics((logits, batch["labels"]))
+        probabilities.append(torch.sigmoid(logits.float()).cpu().numpy())
+        labels.append(batch_labels.cpu().numpy())
+    return np.concatenate(probabilities), np.concatenate(labels)
+
+
+def save_model_atomically(accelerator, model, target: Path) -> None:
+    """`save_pretrained` into a temporary folder renamed over `target` (main process only)."""
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    state_dict = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        staging = target.with_name(f".{target.name}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        unwrapped.save_pretrained(staging, state_dict=state_dict, save_function=accelerator.save)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+
+
+def train_stage1(args: TrainArguments, dataset, config: AmrgConfig, init_from: str | None = None) -> Path:
+    """Train on `dataset["train"]`, validate on `dataset["val"]`; returns the folder of the best model."""
+    from accelerate import Accelerator
+
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
+                              mixed_precision=args.mixed_precision, project_dir=str(output_dir))
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_run_config(output_dir, "stage1", {**arguments_dict(args), "init_from": init_from,
+                                               "config": config.to_dict()})
+    torch.manual_seed(args.seed)
+    model = (AmrgForDiseaseClassification.from_pretrained(init_from, config=config) if init_from
+             else AmrgForDiseaseClassification(config))
+    collate = Stage1Collator(AmrgImageProcessor(image_size=config.vision_config.image_size))
+    train_loader, sampler = make_loader(dataset["train"], collate, args.batch_size, args.seed, True, args.num_workers)
+    val_loader, _ = make_loader(dataset["val"], collate, args.batch_size, args.seed, False, args.num_workers)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate,
+                                  weight_decay=args.weight_decay)
+    scheduler = get_constant_schedule(optimizer)
+    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, val_loader, scheduler)
+    log = JsonLogger(output_dir / "stage1_log.jsonl", accelerator.is_main_process)
+    best = {"macro_auc": -1.0}
+
+    def compute_loss(model, batch):
+        return model(pixel_values=batch["pixel_values"], view_mask=batch["view_mask"], labels=batch["labels"]).loss
+
+    def on_epoch_end(epoch: int, step: int) -> None:
+        probabilities, labels = predict_probabilities(accelerator, model, val_loader)
+        report = classification_report(probabilities, labels)
+        log.log(stage="stage1", step=step, epoch=epoch, val_macro_auc=report["macro_auc"],
+                val_macro_f1=report["macro_f1"], val=report["per_observation"])
+        score = report["macro_auc"] if not np.isnan(report["macro_auc"]) else report["macro_f1"]
+        if score > best["macro_auc"]:
+            best.update(macro_auc=score, epoch=epoch, report=report)
+            save_model_atomically(accelerator, model, output_dir / "best")
+
+    steps = fit(accelerator, model, optimizer, scheduler, train_loader, sampler, args, compute_loss, on_epoch_end,
+                log, "stage1")
+    if not (output_dir / "best").exists():  # interrupted before the first validation (max_steps)
+        save_model_atomically(accelerator, model, output_dir / "best")
+    save_model_atomically(accelerator, model, output_dir / "last")
+    log.log(stage="stage1", step=steps, done=True, best_epoch=best.get("epoch"), best_macro_auc=best["macro_auc"])
+    return output_dir / "best"
