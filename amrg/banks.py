@@ -1,0 +1,232 @@
+"""Building the memory banks (paper section III-C) from the training split, deterministically for a seed.
+
+Visual bank V: for each mined region (study, observation, kept patches), the masked image x' of eq. 1 is encoded by
+the stage-1 vision tower; the token of the Swin grid cell under each kept patch becomes a row (one row per distinct
+cell), labelled with the observation. Rows are ranked by their patch's CAM activation (ties by source id) and capped
+at `max_rows_per_disease` per observation (500 in the paper).
+
+Report memory R: the training reports are split into sentences; each distinct sentence is assigned to the first
+observation it mentions positively (labeler) or to "No Finding"; the `target_rows` (6000) rows are shared between the
+observations in proportion to how often their sentences occur (largest remainders), sampled with the seed, and
+encoded by the report encoder (mean-pooled last hidden state, or [CLS]).
+
+Building from a split other than train is refused unless forced, and the provenance says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from modeling_amrg import AmrgForDiseaseClassification, AmrgImageProcessor
+from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
+
+from .mining import TRAIN_SPLIT, Region, masked_image
+
+
+logger = logging.getLogger(__name__)
+
+
+def _refuse_non_train(split: str, force: bool, what: str) -> None:
+    if split != TRAIN_SPLIT and not force:
+        raise ValueError(f"building the {what} from the {split!r} split is refused: it would leak evaluation data "
+                         "into the model (pass force=True / --force-split to override; it is recorded)")
+
+
+@torch.no_grad()
+def build_visual_bank(
+    model: AmrgForDiseaseClassification,
+    rows,
+    regions: list[Region],
+    patch_size: int,
+    max_rows_per_disease: int = 500,
+    split: str = TRAIN_SPLIT,
+    force: bool = False,
+    batch_size: int = 32,
+    provenance: dict | None = None,
+) -> dict:
+    """Bank contents for `AmrgForConditionalGeneration.set_memory_banks(visual=...)`."""
+    from tqdm.auto import tqdm
+
+    _refuse_non_train(split, force, "visual bank")
+    config = model.config
+    image_size = config.vision_config.image_size
+    processor = AmrgImageProcessor(image_size=image_size)
+    fill = (0 - torch.tensor(processor.image_mean)) / torch.tensor(processor.image_std)
+    tower = model.disease_encoder.vision_tower.eval()
+    grid = int(round(config.vision_config.num_tokens ** 0.5))
+    patch_grid = image_size // patch_size
+    index_of = {study: i for i, study in enumerate(rows["id"])}
+    candidates: dict[int, list[tuple[float, str, torch.Tensor]]] = defaultdict(list)
+    for first in tqdm(range(0, len(regions), batch_size), desc="encoding visual bank"):
+        chunk = regions[first:first + batch_size]
+        images = torch.stack([
+            masked_image(processor.preprocess_view(rows[index_of[r.study_id]]["images"][0]), r.patches, patch_size,
+                         fill) for r in chunk])
+        tokens = tower.encode_views(images)  # (B, grid*grid, width)
+        for region, region_tokens in zip(chunk, tokens):
+            seen = set()
+            for patch, score in zip(region.patches, region.scores):
+                row, col = divmod(patch, patch_grid)
+                centre_y, centre_x = (row + 0.5) * patch_size, (col + 0.5) * patch_size
+                cell = int(centre_y * grid // image_size) * grid + int(centre_x * grid // image_size)
+                if cell in seen:
+                    continue
+                seen.add(cell)
+                source = f"{region.study_id}#{region.observation}#cell{cell}"
+                candidates[region.observation_index].append((score, source, region_tokens[cell].float().cpu()))
+    embeddings, disease_ids, source_ids, per_disease = [], [], [], {}
+    for index in sorted(candidates):
+        chosen = sorted(candidates[index], key=lambda item: (-item[0], item[1]))[:max_rows_per_disease]
+        per_disease[CHEXPERT_OBSERVATIONS[index]] = len(chosen)
+        for _, source, vector in chosen:
+            embeddings.append(vector)
+            disease_ids.append(index)
+            source_ids.append(source)
+    width = config.vision_config.hidden_size
+    return {
+        "embeddings": torch.stack(embeddings) if embeddings else torch.zeros(0, width),
+        "disease_ids": disease_ids,
+        "source_ids": source_ids,
+        "provenance": {
+            **(provenance or {}), "split": split, "forced_split": split != TRAIN_SPLIT,
+            "encoder": f"stage-1 vision tower ({config.vision_config.timm_model_name})", "unit": "swin token of a kept patch",
+            "max_rows_per_disease": max_rows_per_disease, "patch_size": patch_size, "rows": len(embeddings),
+            "rows_per_observation": per_disease,
+        },
+    }
+
+
+def split_report_sentences(report: str) -> list[str]:
+    """Sentences of a report, original case, without list markers."""
+    text = re.sub(r"(?:^|\s)\d{1,2}[.)]\s+", " ", report.replace("\n", " "))
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+|\.\s*$", text) if s and len(s.strip()) > 2]
+
+
+def assign_sentences(reports: list[str], labeler) -> tuple[dict[str, str], Counter]:
+    """Distinct sentences -> observation, and how often each sentence occurs."""
+    counts = Counter(sentence for report in reports for sentence in split_report_sentences(report))
+    assignment = {}
+    for sentence in counts:
+        labels = labeler.label(sentence)
+        positive = [CHEXPERT_OBSERVATIONS[i] for i, v in enumerate(labels) if v == 1.0 and CHEXPERT_OBSERVATIONS[i]
+                    != "No Finding"]
+        if positive:
+            assignment[sentence] = positive[0]
+        elif labels[CHEXPERT_OBSERVATIONS.index("No Finding")] == 1.0:
+            assignment[sentence] = "No Finding"
+    return assignment, counts
+
+
+def proportional_quotas(frequencies: dict[str, int], available: dict[str, int], total: int) -> dict[str, int]:
+    """Split `total` rows in proportion to `frequencies` (largest remainders), never more than `available`."""
+    quotas = dict.fromkeys(frequencies, 0)
+    remaining = min(total, sum(available.values()))
+    while remaining > 0:
+        open_keys = [k for k in frequencies if quotas[k] < available[k]]
+        if not open_keys:
+            break
+        weight = sum(frequencies[k] for k in open_keys)
+        shares = {k: remaining * frequencies[k] / weight for k in open_keys}
+        floors = {k: min(int(shares[k]), available[k] - quotas[k]) for k in open_keys}
+        given = sum(floors.values())
+        for k in open_keys:
+            quotas[k] += floors[k]
+        left = remaining - given
+        for k in sorted(open_keys, key=lambda k: (-(shares[k] - int(shares[k])), k))[:left]:
+            if quotas[k] < available[k]:
+                quotas[k] += 1
+        new_remaining = min(total, sum(available.values())) - sum(quotas.values())
+        if new_remaining == remaining:
+            break
+        remaining = new_remaining
+    return quotas
+
+
+@torch.no_grad()
+def encode_sentences(sentences: list[str], encoder_path: str, pooling: str = "mean", batch_size: int = 64) -> torch.Tensor:
+    """Sentence vectors from a transformers encoder (Bio_ClinicalBERT in the paper)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    if pooling not in ("mean", "cls"):
+        raise ValueError(f"`pooling` must be 'mean' or 'cls', got {pooling!r}")
+    tokenizer = AutoTokenizer.from_pretrained(encoder_path)
+    encoder = AutoModel.from_pretrained(encoder_path).eval()
+    vectors = []
+    for first in range(0, len(sentences), batch_size):
+        batch = tokenizer(sentences[first:first + batch_size], padding=True, truncation=True, max_length=128,
+                          return_tensors="pt")
+        batch.pop("token_type_ids", None)
+        hidden = encoder(**batch).last_hidden_state
+        if pooling == "cls":
+            vectors.append(hidden[:, 0])
+        else:
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            vectors.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
+    return torch.cat(vectors).float() if vectors else torch.zeros(0, encoder.config.hidden_size)
+
+
+def build_report_memory(
+    reports: list[str],
+    encoder_path: str,
+    target_rows: int = 6000,
+    seed: int = 0,
+    split: str = TRAIN_SPLIT,
+    force: bool = False,
+    pooling: str = "mean",
+    labeler=None,
+    provenance: dict | None = None,
+) -> dict:
+    """Report-memory contents for `set_memory_banks(report=...)` (see the module docstring)."""
+    _refuse_non_train(split, force, "report memory")
+    if labeler is None:
+        from .labeler import ReportLabeler
+
+        labeler = ReportLabeler()
+    assignment, counts = assign_sentences(reports, labeler)
+    by_class: dict[str, list[str]] = defaultdict(list)
+    for sentence, observation in assignment.items():
+        by_class[observation].append(sentence)
+    frequencies = {k: sum(counts[s] for s in v) for k, v in by_class.items()}
+    quotas = proportional_quotas(frequencies, {k: len(v) for k, v in by_class.items()}, target_rows)
+    rng = np.random.default_rng(seed)
+    chosen: list[tuple[str, str]] = []
+    for observation in sorted(by_class, key=CHEXPERT_OBSERVATIONS.index):
+        pool = sorted(by_class[observation])
+        picks = rng.permutation(len(pool))[:quotas[observation]]
+        chosen.extend((observation, pool[i]) for i in sorted(picks))
+    sentences = [s for _, s in chosen]
+    return {
+        "embeddings": encode_sentences(sentences, encoder_path, pooling),
+        "disease_ids": [CHEXPERT_OBSERVATIONS.index(o) for o, _ in chosen],
+        "source_ids": [f"sentence-{i}" for i in range(len(chosen))],
+        "texts": sentences,
+        "provenance": {
+            **(provenance or {}), "split": split, "forced_split": split != TRAIN_SPLIT, "encoder": str(encoder_path),
+            "pooling": pooling, "unit": "sentence", "seed": seed, "target_rows": target_rows, "rows": len(chosen),
+            "rows_per_observation": {k: v for k, v in quotas.items() if v},
+            "distinct_sentences": len(assignment), "reports": len(reports),
+        },
+    }
+
+
+def make_tiny_report_encoder(output: Path, texts: list[str], hidden_size: int = 32, seed: int = 0) -> Path:
+    """A small random BERT with a tokenizer trained on `texts`: the report encoder of the offline demo and tests
+    (no pretrained clinical encoder can be downloaded here). It exercises the same code path as Bio_ClinicalBERT."""
+    from transformers import BertConfig, BertModel
+
+    from .tokenizer import train_report_tokenizer
+
+    tokenizer = train_report_tokenizer(texts, vocab_size=400)
+    torch.manual_seed(seed)
+    encoder = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=1,
+                                   num_attention_heads=4, intermediate_size=hidden_size * 2,
+                                   max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id))
+    encoder.save_pretrained(output)
+    tokenizer.save_pretrained(output)
+    return Path(output)

@@ -1,0 +1,221 @@
+"""Disease-aware region mining (paper section III-B, eq. 1) with the grad-cam library.
+
+For each training study and each observation it is positive for, a CAM of the stage-1 classifier's logit for that
+observation is computed on the frontal view (the first view); the image is cut into `patch_size` squares, a patch is
+kept when its mean activation exceeds `tau` (eq. 1), and at most `top_k` patches (highest means first) are kept per
+(image, observation). The CAM method is a choice (GradCAM, GradCAM++, XGradCAM, EigenCAM, HiResCAM).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from modeling_amrg import AmrgForDiseaseClassification, AmrgImageProcessor
+from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
+
+
+logger = logging.getLogger(__name__)
+CAM_METHODS = ("gradcam", "gradcam++", "xgradcam", "eigencam", "hirescam")
+TRAIN_SPLIT = "train"
+
+
+def _cam_class(method: str):
+    from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, XGradCAM
+
+    classes = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM, "eigencam": EigenCAM,
+               "hirescam": HiResCAM}
+    if method not in classes:
+        raise ValueError(f"`cam_method` must be one of {CAM_METHODS}, got {method!r}")
+    return classes[method]
+
+
+@dataclass
+class Region:
+    """The kept patches of one (study, observation): row-major patch indices and their mean activations."""
+
+    study_id: str
+    observation: str
+    observation_index: int
+    patches: list[int]
+    scores: list[float]
+
+
+def patch_means(cam: np.ndarray, patch_size: int) -> np.ndarray:
+    """Mean activation of each `patch_size` square of an `(H, W)` map, `(H // p, W // p)`."""
+    height, width = cam.shape
+    if height % patch_size or width % patch_size:
+        raise ValueError(f"`patch_size` {patch_size} must divide the image size {cam.shape}")
+    return cam.reshape(height // patch_size, patch_size, width // patch_size, patch_size).mean(axis=(1, 3))
+
+
+def select_patches(cam: np.ndarray, patch_size: int, tau: float, top_k: int) -> tuple[list[int], list[float]]:
+    """Eq. 1's retention rule: patches whose mean activation exceeds tau, highest first, at most `top_k`."""
+    means = patch_means(cam, patch_size).reshape(-1)
+    keep = np.flatnonzero(means > tau)
+    keep = keep[np.argsort(-means[keep], kind="stable")][:top_k]
+    return keep.tolist(), means[keep].astype(float).tolist()
+
+
+def masked_image(pixel_values: torch.Tensor, patches: list[int], patch_size: int, fill: torch.Tensor) -> torch.Tensor:
+    """Eq. 1: x' keeps the pixels of the kept patches and sets the others to zero intensity (`fill`, the normalised
+    value of black for each channel)."""
+    channels, height, width = pixel_values.shape
+    grid = width // patch_size
+    keep = torch.zeros(height // patch_size, grid, dtype=torch.bool)
+    for index in patches:
+        keep[index // grid, index % grid] = True
+    keep = keep.repeat_interleave(patch_size, 0).repeat_interleave(patch_size, 1)
+    return torch.where(keep, pixel_values, fill.view(channels, 1, 1).to(pixel_values.dtype))
+
+
+class _FrontalLogits(nn.Module):
+    """The stage-1 classifier on one view, as grad-cam expects: `(B, 3, H, W)` -> `(B, n_d)` logits."""
+
+    def __init__(self, model: AmrgForDiseaseClassification) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).logits
+
+
+def mine_regions(
+    model: AmrgForDiseaseClassification,
+    rows,
+    split: str = TRAIN_SPLIT,
+    cam_method: str = "gradcam",
+    tau: float = 0.75,
+    top_k: int = 6,
+    patch_size: int = 16,
+    batch_size: int = 16,
+    allow_non_train: bool = False,
+    overlays_dir: str | Path | None = None,
+    n_overlays: int = 8,
+    masks: dict[tuple[str, str], np.ndarray] | None = None,
+) -> tuple[list[Region], dict]:
+    """Mine regions from `rows` (a `datasets.Dataset` split with `id`, `images`, `labels`).
+
+    Returns the regions and a summary: counts, throughput (study-observation pairs per second) and, when ground-truth
+    `masks` `{(study_id, observation): bool (H, W)}` are given, how often kept patches hit them against chance."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from tqdm.auto import tqdm
+
+    if split != TRAIN_SPLIT and not allow_non_train:
+        raise ValueError(f"mining on the {split!r} split is refused: banks must come from training data "
+                         "(pass allow_non_train=True / --allow-non-train to override; it is recorded)")
+    config = model.config
+    image_size = config.vision_config.image_size
+    if image_size % patch_size:
+        raise ValueError(f"`patch_size` {patch_size} must divide the image size {image_size}")
+    processor = AmrgImageProcessor(image_size=image_size)
+    model.eval()
+    wrapper = _FrontalLogits(model)
+    backbone = model.disease_encoder.vision_tower.backbone
+    cam_class = _cam_class(cam_method)
+    pairs = [(i, j) for i, labels in enumerate(rows["labels"]) for j, value in enumerate(labels)
+             if value == 1.0 and CHEXPERT_OBSERVATIONS[j] != "No Finding"]
+    regions: list[Region] = []
+    hits, chance, scored = 0.0, 0.0, 0
+    overlays = []
+    start = time.perf_counter()
+    # timm Swin's final norm is NHWC; grad-cam wants NCHW.
+    with cam_class(model=wrapper, target_layers=[backbone.norm],
+                   reshape_transform=lambda t: t.permute(0, 3, 1, 2)) as cam:
+        for first in tqdm(range(0, len(pairs), batch_size), desc=f"mining ({cam_method})"):
+            chunk = pairs[first:first + batch_size]
+            studies = sorted({i for i, _ in chunk})
+            images = {i: processor.preprocess_view(rows[i]["images"][0]) for i in studies}
+            batch = torch.stack([images[i] for i, _ in chunk])
+            maps = cam(input_tensor=batch, targets=[ClassifierOutputTarget(j) for _, j in chunk])
+            for (i, j), cam_map in zip(chunk, maps):
+                study, observation = rows[i]["id"], CHEXPERT_OBSERVATIONS[j]
+                patches, scores = select_patches(cam_map, patch_size, tau, top_k)
+                if patches:
+                    regions.append(Region(study, observation, j, patches, scores))
+                if masks is not None and (study, observation) in masks and patches:
+                    hit, expected = _hit_rate(masks[(study, observation)], patches, patch_size, image_size)
+                    hits, chance, scored = hits + hit, chance + expected, scored + 1
+                if len(overlays) < n_overlays:
+                    overlays.append((study, observation, images[i], cam_map, patches))
+    seconds = time.perf_counter() - start
+    summary = {
+        "split": split, "forced_non_train": split != TRAIN_SPLIT, "cam_method": cam_method, "tau": tau,
+        "top_k": top_k, "patch_size": patch_size, "pairs": len(pairs), "regions": len(regions),
+        "patches": sum(len(r.patches) for r in regions), "seconds": round(seconds, 2),
+        "pairs_per_second": round(len(pairs) / seconds, 2) if seconds else None,
+    }
+    if scored:
+        summary["ground_truth"] = {"regions_scored": scored, "hit_rate": hits / scored, "chance_rate": chance / scored,
+                                   "ratio_over_chance": (hits / chance) if chance else None}
+    if overlays_dir is not None:
+        save_overlays(Path(overlays_dir), overlays, patch_size, processor)
+    return regions, summary
+
+
+def _hit_rate(mask: np.ndarray, patches: list[int], patch_size: int, image_size: int) -> tuple[float, float]:
+    """Share of kept patches that overlap the ground-truth mask, and the share expected of patches drawn at random."""
+    if mask.shape != (image_size, image_size):
+        from PIL import Image
+
+        mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((image_size, image_size))) > 127
+    overlap = patch_means(mask.astype(np.float32), patch_size).reshape(-1) > 0
+    return float(overlap[patches].mean()), float(overlap.mean())
+
+
+def save_overlays(folder: Path, overlays: list, patch_size: int, processor: AmrgImageProcessor) -> list[Path]:
+    """CAM heat maps over the image with the kept patches outlined (paper Fig. 4)."""
+    from PIL import Image, ImageDraw
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    mean = torch.tensor(processor.image_mean).view(3, 1, 1)
+    std = torch.tensor(processor.image_std).view(3, 1, 1)
+    written = []
+    for study, observation, pixels, cam_map, patches in overlays:
+        rgb = (pixels * std + mean).clamp(0, 1).permute(1, 2, 0).numpy().astype(np.float32)
+        picture = Image.fromarray(show_cam_on_image(rgb, cam_map, use_rgb=True))
+        draw = ImageDraw.Draw(picture)
+        grid = rgb.shape[1] // patch_size
+        for index in patches:
+            y, x = (index // grid) * patch_size, (index % grid) * patch_size
+            draw.rectangle([x, y, x + patch_size - 1, y + patch_size - 1], outline=(255, 255, 255))
+        path = folder / f"{study}_{observation.lower().replace(' ', '_')}.png"
+        picture.save(path)
+        written.append(path)
+    return written
+
+
+def write_regions(path: Path, regions: list[Region], summary: dict) -> None:
+    """Regions as JSON lines, with the summary (provenance) beside them."""
+    from .evaluation import write_json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(asdict(region)) + "\n" for region in regions))
+    tmp.replace(path)
+    write_json(path.with_name(path.stem + "_summary.json"), summary)
+
+
+def read_regions(path: Path) -> list[Region]:
+    return [Region(**json.loads(line)) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def load_phantom_masks(annotation: str | Path, image_root: str | Path) -> dict[tuple[str, str], np.ndarray]:
+    """Ground-truth masks of a phantom dataset (`mask_path` entries of its annotation)."""
+    from PIL import Image
+
+    data = json.loads(Path(annotation).read_text())
+    out = {}
+    for entries in data.values():
+        for entry in entries:
+            for observation, relative in (entry.get("mask_path") or {}).items():
+                out[(str(entry["id"]), observation)] = np.asarray(Image.open(Path(image_root) / relative)) > 127
+    return out
