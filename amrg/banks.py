@@ -95,7 +95,8 @@ def build_visual_bank(
         "source_ids": source_ids,
         "provenance": {
             **(provenance or {}), "split": split, "forced_split": split != TRAIN_SPLIT,
-            "encoder": f"stage-1 vision tower ({config.vision_config.timm_model_name})", "unit": "swin token of a kept patch",
+            "encoder": f"stage-1 vision tower ({config.vision_config.timm_model_name})",
+            "unit": "swin token of a kept patch",
             "max_rows_per_disease": max_rows_per_disease, "patch_size": patch_size, "rows": len(embeddings),
             "rows_per_observation": per_disease,
         },
@@ -149,7 +150,9 @@ def proportional_quotas(frequencies: dict[str, int], available: dict[str, int], 
 
 
 @torch.no_grad()
-def encode_sentences(sentences: list[str], encoder_path: str, pooling: str = "mean", batch_size: int = 64) -> torch.Tensor:
+def encode_sentences(
+    sentences: list[str], encoder_path: str, pooling: str = "mean", batch_size: int = 64
+) -> torch.Tensor:
     """Sentence vectors from a transformers encoder (Bio_ClinicalBERT in the paper)."""
     from transformers import AutoModel, AutoTokenizer
 

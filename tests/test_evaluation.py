@@ -14,6 +14,7 @@ from amrg.report_writer import sample_findings, sample_labels, write_report
 from modeling_amrg import CHEXPERT_OBSERVATIONS
 from modeling_amrg.processing_amrg_reports import clean_report_iu_xray
 
+
 METRICS = Path(__file__).resolve().parents[1] / "metrics"
 
 
@@ -70,7 +71,8 @@ def test_hand_computed_bleu_and_rouge_l():
 
 def test_tokenization_is_an_explicit_choice():
     kwargs = {"metrics": ["BLEU_1"]}
-    assert nlg_scores(["Heart, normal."], ["heart normal"], tokenization="ptb", **kwargs)["BLEU_1"] == pytest.approx(1.0)
+    ptb = nlg_scores(["Heart, normal."], ["heart normal"], tokenization="ptb", **kwargs)
+    assert ptb["BLEU_1"] == pytest.approx(1.0)
     assert nlg_scores(["Heart, normal."], ["heart normal"], tokenization="whitespace", **kwargs)["BLEU_1"] < 0.1
     with pytest.raises(ValueError, match="tokenization"):
         nlg_scores(["a"], ["a"], tokenization="spacy")
