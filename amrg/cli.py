@@ -145,6 +145,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_push(args: argparse.Namespace) -> int:
+    # Deliberately thin: one huggingface_hub call. It needs the Hub, so it is not exercised by the offline tests.
+    from huggingface_hub import HfApi
+
+    folder = os.fspath(args.model)
+    if not all(os.path.isfile(os.path.join(folder, name)) for name in ("config.json", "README.md")):
+        raise ValueError(f"{folder} is not a model folder with a model card (config.json and README.md)")
+    api = HfApi()
+    api.create_repo(args.repo_id, private=args.private, exist_ok=True)
+    commit = api.upload_folder(folder_path=folder, repo_id=args.repo_id, commit_message=args.message)
+    print(f"pushed {folder} to {args.repo_id}: {commit}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amrg", description="AM-MRG: chest X-ray report generation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -223,6 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java)")
     evaluate.add_argument("--output", help="JSON file of every figure")
     evaluate.set_defaults(func=_cmd_evaluate)
+
+    push = sub.add_parser("push", help="upload a model folder to the Hugging Face Hub (needs network and a token)")
+    push.add_argument("--model", required=True)
+    push.add_argument("--repo-id", required=True)
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--message", default="Upload AM-MRG model")
+    push.set_defaults(func=_cmd_push)
     return parser
 
 
