@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import resource
 import time
 from pathlib import Path
 
@@ -185,6 +186,7 @@ def run_demo(output: str = "runs/demo", n_studies: int = 2000, seed: int = 0, st
     metrics = {"test": {name: {k: row[k] for k in ("nlg", "clinical_efficacy", "diversity", "reference_protocol")}
                         for name, row in rows.items()},
                "mining": mining, "timings_seconds": timings, "lm_standin_final_loss": lm_losses[-1],
+               "peak_memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                "seed": seed, "n_studies": n_studies}
     write_json(out / "metrics.json", metrics)
     write_model_card(out / "model", final.config, metrics, dataset_name="AM-MRG phantoms (synthetic)")

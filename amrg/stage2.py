@@ -1,6 +1,6 @@
 """Stage 2 (paper section III-C/D): train the Hopfield memories, the projections and the Q-Former with the LLM frozen
 (LoRA on the LLM via peft as an option), AdamW 1e-4 with cosine decay; validation with the project's NLG and CE
-metrics every epoch; the best epoch (BLEU-4) is kept; then reports are generated for the test split and scored."""
+metrics every epoch; the best epoch (BLEU-4 + CIDEr on val, R2GenGPT's criterion) is kept."""
 
 from __future__ import annotations
 
@@ -93,8 +93,8 @@ def train_stage2(
     generation: dict | None = None,
     max_report_tokens: int | None = 120,
 ) -> Path:
-    """Train, validate each epoch, keep the best (BLEU-4) as a loadable model folder in `output_dir/best`; returns
-    it."""
+    """Train, validate each epoch, keep the best (BLEU-4 + CIDEr) as a loadable model folder in `output_dir/best`;
+    returns it."""
     from accelerate import Accelerator
 
     output_dir = Path(args.output_dir)
@@ -114,7 +114,7 @@ def train_stage2(
     scheduler = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=0, num_training_steps=steps)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     log = JsonLogger(output_dir / "stage2_log.jsonl", accelerator.is_main_process)
-    best = {"BLEU_4": -1.0}
+    best = {"score": -1.0}
 
     def compute_loss(model, batch):
         return model(**batch).loss
@@ -125,14 +125,16 @@ def train_stage2(
             return
         result = score(predictions, dataset["val"])
         log.log(stage="stage2", step=step, epoch=epoch, val=result)
-        if result["nlg"]["BLEU_4"] > best["BLEU_4"]:
-            best.update(BLEU_4=result["nlg"]["BLEU_4"], epoch=epoch)
+        selection = result["nlg"]["BLEU_4"] + result["nlg"]["CIDEr"]
+        log.log(stage="stage2", step=step, epoch=epoch, val_selection_score=selection)
+        if selection > best["score"]:
+            best.update(score=selection, epoch=epoch)
             save_generator(accelerator, model, processor, output_dir / "best")
 
     fit(accelerator, model, optimizer, scheduler, loader, sampler, args, compute_loss, on_epoch_end, log, "stage2")
     if not (output_dir / "best").exists():
         save_generator(accelerator, model, processor, output_dir / "best")
-    log.log(stage="stage2", done=True, best_epoch=best.get("epoch"), best_val_bleu4=best["BLEU_4"])
+    log.log(stage="stage2", done=True, best_epoch=best.get("epoch"), best_val_bleu4_plus_cider=best["score"])
     return output_dir / "best"
 
 
