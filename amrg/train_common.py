@@ -3,6 +3,7 @@ a deterministic, resumable data order, collators, and checkpoint / resume throug
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -109,8 +110,10 @@ class Stage2Collator:
 
 def make_loader(dataset: Any, collate, batch_size: int, seed: int, shuffle: bool, num_workers: int = 0):
     sampler = EpochSampler(len(dataset), seed, shuffle)
+    # A DataLoader draws a base seed when an iterator starts; from its own generator, not the global RNG, so that
+    # a resumed run (which starts a fresh iterator after restoring the RNG states) sees the same dropout masks.
     loader = DataLoader(StudyDataset(dataset), batch_size=batch_size, sampler=sampler, collate_fn=collate,
-                        num_workers=num_workers)
+                        num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
     return loader, sampler
 
 
@@ -201,17 +204,33 @@ def fit(
         step = json.loads((Path(args.resume_from_checkpoint) / "position.json").read_text())["step"]
         logger.info("resumed %s from %s at step %d (epoch %d, batch %d)", stage, args.resume_from_checkpoint, step,
                     start_epoch, skip_batches)
-    else:
-        set_seed(args.seed)
     progress = tqdm(total=planned, initial=step, desc=stage, disable=not accelerator.is_local_main_process)
     for epoch in range(start_epoch, args.epochs):
         sampler.set_epoch(epoch)
+        if hasattr(loader, "set_epoch"):
+            # accelerate's loader sets its sampler's epoch from its own iteration counter, which a resumed run
+            # (whose interrupted epoch ran through a skipping loader) has not advanced: set it explicitly.
+            loader.set_epoch(epoch)
         model.train()
         batches = accelerator.skip_first_batches(loader, skip_batches) if skip_batches else loader
+        resuming_mid_epoch = skip_batches > 0
+        if not resuming_mid_epoch:
+            # Each epoch's random stream depends on (seed, epoch) only, not on what validation or a dataloader drew
+            # before it, so an epoch replays identically after a resume.
+            set_seed(args.seed + epoch)
+        rng_state = torch.get_rng_state()
+        iterator = iter(batches)
+        if resuming_mid_epoch:
+            # Starting a DataLoader iterator draws from the global RNG (on the first `next`); the interrupted run drew
+            # at the start of this epoch, before the states that `load_state` restored, so undo this draw to replay
+            # the same dropout and drop-path masks.
+            first = next(iterator, None)
+            torch.set_rng_state(rng_state)
+            iterator = itertools.chain([first] if first is not None else [], iterator)
         batch_index = skip_batches
         skip_batches = 0
         running, count = 0.0, 0
-        for batch in batches:
+        for batch in iterator:
             with accelerator.accumulate(model):
                 loss = compute_loss(model, batch)
                 accelerator.backward(loss)
