@@ -149,7 +149,7 @@ def total_steps(loader_length: int, epochs: int, accumulation: int, max_steps: i
     return min(steps, max_steps) if max_steps else steps
 
 
-def resume_position(checkpoint: str | None, steps_per_epoch: int) -> tuple[int, int]:
+def resume_position(checkpoint: str | None) -> tuple[int, int]:
     """(epoch, batches to skip in it) of a `step_<n>` checkpoint folder written by `save_checkpoint`."""
     if not checkpoint:
         return 0, 0
@@ -195,9 +195,8 @@ def fit(
     from tqdm.auto import tqdm
 
     output_dir = Path(args.output_dir)
-    steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
     planned = total_steps(len(loader), args.epochs, args.gradient_accumulation_steps, args.max_steps)
-    start_epoch, skip_batches = resume_position(args.resume_from_checkpoint, steps_per_epoch)
+    start_epoch, skip_batches = resume_position(args.resume_from_checkpoint)
     step = 0
     if args.resume_from_checkpoint:
         accelerator.load_state(args.resume_from_checkpoint)
