@@ -10,6 +10,8 @@ from pathlib import Path
 
 from modeling_amrg import AmrgConfig, AmrgForConditionalGeneration, AmrgImageProcessor, AmrgProcessor
 
+from .model_card import write_model_card
+
 
 def register_auto_classes() -> None:
     """Register the shipped classes with the Auto* factories so that `save_pretrained` copies their files and writes
@@ -25,13 +27,16 @@ def save_model_folder(
     processor: AmrgProcessor,
     output_dir: str | os.PathLike,
     overwrite: bool = False,
+    metrics: dict | None = None,
+    dataset_name: str = "unspecified",
 ) -> Path:
     """Save `model` and `processor` into `output_dir`, loadable with `AutoModel`/`AutoProcessor.from_pretrained(
     output_dir, trust_remote_code=True)`.
 
     Everything is written to a temporary folder beside `output_dir` and renamed into place at the end, so an
     interrupted save never leaves a half-written model. An existing non-empty `output_dir` is replaced only with
-    `overwrite=True`."""
+    `overwrite=True`. Every folder carries a model card (`README.md`, see `amrg.model_card`), with the evaluation
+    table of `metrics` when given."""
     target = Path(output_dir)
     if target.exists() and not target.is_dir():
         raise ValueError(f"output path exists and is not a folder: {target}")
@@ -44,6 +49,7 @@ def save_model_folder(
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
         _add_auto_map_entries(staging / "config.json")
+        write_model_card(staging, model.config, metrics, dataset_name=dataset_name)
         if target.exists():
             backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
             os.replace(target, backup / target.name)

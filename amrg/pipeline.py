@@ -79,7 +79,6 @@ def run_demo(output: str = "runs/demo", n_studies: int = 2000, seed: int = 0, st
     from .evaluation import evaluate_predictions
     from .export import save_model_folder
     from .mining import load_phantom_masks, mine_regions, write_regions
-    from .model_card import write_model_card
     from .phantoms import write_phantom_dataset
     from .report_html import write_report_html
     from .stage1 import train_stage1
@@ -182,14 +181,15 @@ def run_demo(output: str = "runs/demo", n_studies: int = 2000, seed: int = 0, st
 
     final = AmrgForConditionalGeneration.from_pretrained(rows["am_mrg"]["best_model"]).eval()
     final.config.update({"_demo_provenance": {"data": "phantoms", "seed": seed}})
-    save_model_folder(final, processor, out / "model", overwrite=True)
+
     metrics = {"test": {name: {k: row[k] for k in ("nlg", "clinical_efficacy", "diversity", "reference_protocol")}
                         for name, row in rows.items()},
                "mining": mining, "timings_seconds": timings, "lm_standin_final_loss": lm_losses[-1],
                "peak_memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                "seed": seed, "n_studies": n_studies}
     write_json(out / "metrics.json", metrics)
-    write_model_card(out / "model", final.config, metrics, dataset_name="AM-MRG phantoms (synthetic)")
+    save_model_folder(final, processor, out / "model", overwrite=True, metrics=metrics,
+                      dataset_name="AM-MRG phantoms (synthetic)")
     write_report_html(out / "report.html", final, processor, stage1, dataset["test"], metrics,
                       predictions_path=out / "predictions_am_mrg.jsonl", n_studies=6)
     return metrics

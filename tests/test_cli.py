@@ -28,7 +28,8 @@ def _image(tmp_path, radiograph, name, seed, dtype="uint8"):
 def test_init_writes_a_complete_folder_and_refuses_to_overwrite(model_dir, capsys):
     files = set(os.listdir(model_dir))
     assert {"config.json", "model.safetensors", "generation_config.json", "processor_config.json",
-            "tokenizer.json", "modeling_amrg.py", "configuration_amrg.py", "processing_amrg.py"} <= files
+            "tokenizer.json", "modeling_amrg.py", "configuration_amrg.py", "processing_amrg.py", "README.md"} <= files
+    assert "Not for diagnostic use" in (model_dir / "README.md").read_text()
     capsys.readouterr()
     assert main(["init", "--output", str(model_dir)]) == 2
     err = capsys.readouterr().err
