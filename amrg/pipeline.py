@@ -180,7 +180,6 @@ def run_demo(output: str = "runs/demo", n_studies: int = 2000, seed: int = 0, st
         timed(f"test_{name}", start)
 
     final = AmrgForConditionalGeneration.from_pretrained(rows["am_mrg"]["best_model"]).eval()
-    final.config.update({"_demo_provenance": {"data": "phantoms", "seed": seed}})
 
     metrics = {"test": {name: {k: row[k] for k in ("nlg", "clinical_efficacy", "diversity", "reference_protocol")}
                         for name, row in rows.items()},
