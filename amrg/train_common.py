@@ -7,11 +7,10 @@ import itertools
 import json
 import logging
 import math
-import os
 import platform
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,6 @@ class TrainArguments:
     resume_from_checkpoint: str | None = None
     max_steps: int = 0  # 0: run all epochs; else stop after this many optimiser steps (tests, interruptions)
     num_workers: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 class EpochSampler(Sampler[int]):
@@ -168,10 +166,6 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, epoch: int, batch_
 
 def arguments_dict(args: Any) -> dict:
     return asdict(args) if hasattr(args, "__dataclass_fields__") else dict(vars(args))
-
-
-def environment_is_distributed() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def fit(
