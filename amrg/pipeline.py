@@ -68,7 +68,7 @@ DEMO_VISION = {
 }
 
 
-def run_demo(output: str = "runs/demo", n_studies: int = 2000, seed: int = 0, stage1_epochs: int = 15,
+def run_demo(output: str = "runs/demo", n_studies: int = 2000, seed: int = 0, stage1_epochs: int = 25,
              stage2_epochs: int = 10, lm_epochs: int = 10, num_proc: int = 2, meteor: bool = True,
              vision: dict | None = None) -> dict:
     """Run everything (see the module docstring); returns the metrics of both rows."""
