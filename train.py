@@ -79,11 +79,24 @@ def cmd_banks(args) -> None:
 
 
 def cmd_stage2(args) -> None:
+    from accelerate import Accelerator
+
+    from amrg.evaluation import evaluate_predictions
     from amrg.loading import load_model_folder
-    from amrg.stage2 import train_stage2
+    from amrg.stage2 import generate_reports, train_stage2, write_predictions
 
     model, processor = load_model_folder(args.model)
-    train_stage2(_train_args(args), _dataset(args), model, processor, lora=args.lora)
+    dataset = _dataset(args)
+    best = train_stage2(_train_args(args), dataset, model, processor, lora=args.lora)
+    # The best model writes the test split with its own generation config (3 beams, penalties 2.0), then is scored.
+    model, processor = load_model_folder(best)
+    predictions = generate_reports(Accelerator(), model, processor, dataset[args.test_split], args.batch_size, {})
+    output = Path(args.output_dir)
+    write_predictions(output / "predictions.jsonl", predictions)
+    metrics = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "ROUGE_L", "METEOR", "CIDEr")
+    evaluate_predictions(output / "predictions.jsonl", args.annotation, split=args.test_split, dataset=args.dataset,
+                         metrics=tuple(m for m in metrics if not (args.no_meteor and m == "METEOR")),
+                         output=output / "metrics.json")
 
 
 def cmd_demo(args) -> None:
@@ -159,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     _training(stage2, 1e-4)
     stage2.add_argument("--model", required=True, help="model folder with banks")
     stage2.add_argument("--lora", action="store_true")
+    stage2.add_argument("--test-split", default="test")
+    stage2.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java)")
     stage2.set_defaults(func=cmd_stage2)
 
     demo = sub.add_parser("demo", help="the whole pipeline at the tiny size on phantoms")
