@@ -85,11 +85,8 @@ def _cmd_label(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    import shutil
-    import tempfile
-    from pathlib import Path
-
     from .data import load_r2gen_dataset, load_user_studies
+    from .fileio import staged_folder
 
     labels = None if args.labels == "none" else args.labels
     missing = "drop" if args.drop_missing_images else "error"
@@ -103,22 +100,12 @@ def _cmd_data(args: argparse.Namespace) -> int:
     else:
         dataset = load_user_studies(args.studies, args.image_root, labels=labels, missing_images=missing,
                                     num_proc=args.num_proc)
-    target = Path(args.output)
-    if target.exists() and any(target.iterdir()) and not args.overwrite:
-        raise ValueError(f"output folder is not empty: {target} (pass --overwrite to replace it)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with staged_folder(args.output, args.overwrite) as staging:
         # An empty split needs an explicit shard count, or `datasets` writes no file for it.
         shards = {split: 1 for split, part in dataset.items() if len(part) == 0}
-        dataset.save_to_disk(str(staging / "dataset"), num_shards=shards)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging / "dataset", target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        dataset.save_to_disk(str(staging), num_shards=shards)
     counts = ", ".join(f"{split} {len(part)}" for split, part in dataset.items())
-    print(f"wrote {target} ({counts} studies)")
+    print(f"wrote {args.output} ({counts} studies)")
     return 0
 
 

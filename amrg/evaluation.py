@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from modeling_amrg.processing_amrg_reports import REPORT_CLEANERS
 
 from .clinical_efficacy import clinical_efficacy_from_reports
 from .data import DATASET_CLEANERS, read_json_file
+from .fileio import write_json
 from .nlg_metrics import NLG_METRICS, diversity, nlg_scores
 
 
@@ -116,20 +116,6 @@ def evaluate_predictions(
     if output is not None:
         write_json(output, result)
     return result
-
-
-def write_json(path: str | os.PathLike, payload: dict) -> None:
-    """Write JSON through a temporary file renamed into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            json.dump(payload, handle, indent=2)
-        os.replace(handle.name, path)
-    finally:
-        if os.path.exists(handle.name):
-            os.unlink(handle.name)
 
 
 def markdown_table(result: dict) -> str:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from modeling_amrg import AmrgConfig, AmrgForConditionalGeneration, AmrgImageProcessor, AmrgProcessor
 
+from .fileio import staged_folder
 from .model_card import write_model_card
 
 
@@ -37,30 +36,13 @@ def save_model_folder(
     interrupted save never leaves a half-written model. An existing non-empty `output_dir` is replaced only with
     `overwrite=True`. Every folder carries a model card (`README.md`, see `amrg.model_card`), with the evaluation
     table of `metrics` when given."""
-    target = Path(output_dir)
-    if target.exists() and not target.is_dir():
-        raise ValueError(f"output path exists and is not a folder: {target}")
-    if target.is_dir() and any(target.iterdir()) and not overwrite:
-        raise ValueError(f"output folder is not empty: {target} (pass overwrite=True / --overwrite to replace it)")
-    target.parent.mkdir(parents=True, exist_ok=True)
     register_auto_classes()
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with staged_folder(output_dir, overwrite) as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
         _add_auto_map_entries(staging / "config.json")
         write_model_card(staging, model.config, metrics, dataset_name=dataset_name)
-        if target.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-            os.replace(target, backup / target.name)
-            os.replace(staging, target)
-            shutil.rmtree(backup)
-        else:
-            os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return target
+    return Path(output_dir)
 
 
 def _add_auto_map_entries(config_path: Path) -> None:

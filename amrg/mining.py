@@ -195,7 +195,7 @@ def save_overlays(folder: Path, overlays: list, patch_size: int, processor: Amrg
 
 def write_regions(path: Path, regions: list[Region], summary: dict) -> None:
     """Regions as JSON lines, with the summary (provenance) beside them."""
-    from .evaluation import write_json
+    from .fileio import write_json
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -308,22 +308,14 @@ def write_phantom_dataset(
     target and the splits are kept. Deterministic for `seed`. Written to a temporary folder and renamed into place.
     """
     import json
-    import os
-    import shutil
-    import tempfile
     from concurrent.futures import ProcessPoolExecutor
-    from pathlib import Path
 
     from tqdm.auto import tqdm
 
+    from .fileio import staged_folder
+
     if (n is None) == (annotation is None):
         raise ValueError("give exactly one of `n` (synthetic studies) or `annotation` (pair real reports)")
-    target = Path(output)
-    if target.exists() and any(target.iterdir()) and not overwrite:
-        raise ValueError(f"output folder is not empty: {target} (pass --overwrite to replace it)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    image_root = staging / "images"
     jobs = []
     if n is not None:
         if n < 1:
@@ -345,9 +337,9 @@ def write_phantom_dataset(
                 labels = labeler.label(entry["report"])
                 jobs.append({"id": str(entry["id"]), "split": split, "report": entry["report"],
                              "labels": labels.tolist()})
-    for index, job in enumerate(jobs):
-        job.update(seed=study_seed(seed, index), size=size, image_root=image_root)
-    try:
+    with staged_folder(output, overwrite) as staging:
+        for index, job in enumerate(jobs):
+            job.update(seed=study_seed(seed, index), size=size, image_root=staging / "images")
         if num_proc > 1:
             with ProcessPoolExecutor(num_proc) as pool:
                 entries = list(tqdm(pool.map(_render_and_write, jobs, chunksize=16), total=len(jobs),
@@ -361,9 +353,4 @@ def write_phantom_dataset(
         (staging / "annotation.json").write_text(json.dumps(result, indent=1))
         (staging / "provenance.json").write_text(json.dumps(
             {"generator": "amrg.phantoms", "seed": seed, "size": size, "n": n, "annotation": annotation}, indent=1))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return {split: len(items) for split, items in result.items()}

@@ -26,7 +26,7 @@ from modeling_amrg import (
     AmrgProcessor,
 )
 
-from .evaluation import write_json
+from .fileio import write_json
 
 
 logger = logging.getLogger(__name__)

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ from transformers import get_constant_schedule
 from modeling_amrg import AmrgConfig, AmrgForDiseaseClassification, AmrgImageProcessor
 from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
 
+from .fileio import staged_folder
 from .train_common import (
     JsonLogger,
     Stage1Collator,
@@ -81,12 +80,8 @@ def save_model_atomically(accelerator, model, target: Path) -> None:
     unwrapped = accelerator.unwrap_model(model)
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
-        staging = target.with_name(f".{target.name}.tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        unwrapped.save_pretrained(staging, state_dict=state_dict, save_function=accelerator.save)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
+        with staged_folder(target, overwrite=True) as staging:
+            unwrapped.save_pretrained(staging, state_dict=state_dict, save_function=accelerator.save)
 
 
 def train_stage1(args: TrainArguments, dataset, config: AmrgConfig, init_from: str | None = None) -> Path:

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from modeling_amrg import AmrgImageProcessor, AmrgProcessor
 
-from .evaluation import write_json
+from .fileio import write_json
 
 
 logger = logging.getLogger(__name__)
