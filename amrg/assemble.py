@@ -15,8 +15,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from modeling_amrg import AmrgConfig, AmrgForConditionalGeneration, AmrgImageProcessor, AmrgProcessor
+from modeling_amrg import AmrgConfig, AmrgForConditionalGeneration, AmrgProcessor
 from modeling_amrg.processing_amrg import IMAGE_TOKEN
+
+from .presets import processor_for
 
 
 logger = logging.getLogger(__name__)
@@ -118,11 +120,6 @@ def assemble_from_pretrained(
     )
     model = AmrgForConditionalGeneration(config, language_model=llm)
     model.disease_encoder.vision_tower.backbone.load_state_dict(backbone.state_dict())
-    processor = AmrgProcessor(
-        AmrgImageProcessor(image_size=image_size),
-        tokenizer,
-        num_image_tokens=config.num_image_tokens,
-        generation_prompt=config.generation_prompt,
-    )
+    processor = processor_for(config, tokenizer)
     logger.info("assembled AM-MRG: vision %s, LLM %s, report encoder %s", vision_model, language_model, text_encoder)
     return model, processor

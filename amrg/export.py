@@ -8,7 +8,7 @@ from pathlib import Path
 
 from modeling_amrg import AmrgConfig, AmrgForConditionalGeneration, AmrgImageProcessor, AmrgProcessor
 
-from .fileio import staged_folder
+from .fileio import staged_folder, write_text
 from .model_card import write_model_card
 
 
@@ -50,6 +50,4 @@ def _add_auto_map_entries(config_path: Path) -> None:
     config = json.loads(config_path.read_text())
     auto_map = config.setdefault("auto_map", {})
     auto_map.setdefault("AutoModelForImageTextToText", auto_map["AutoModel"])
-    tmp = config_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, config_path)
+    write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -7,23 +7,43 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 
-def write_json(path: str | os.PathLike, payload: dict) -> None:
-    """Write JSON through a temporary file renamed into place."""
+@contextmanager
+def staged_file(path: str | os.PathLike, newline: str | None = None) -> Iterator[TextIO]:
+    """Yield a UTF-8 text handle on a temporary file beside `path`; when the block succeeds the file replaces `path`,
+    when it fails it is removed and `path` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", newline=newline, dir=path.parent,
+                                         prefix=f".{path.name}.", suffix=".tmp", delete=False)
     try:
         with handle:
-            json.dump(payload, handle, indent=2)
+            yield handle
         os.replace(handle.name, path)
     finally:
         if os.path.exists(handle.name):
             os.unlink(handle.name)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write text through `staged_file`."""
+    with staged_file(path) as handle:
+        handle.write(text)
+
+
+def write_json(path: str | os.PathLike, payload: dict) -> None:
+    """Write JSON through `staged_file`."""
+    write_text(path, json.dumps(payload, indent=2))
+
+
+def write_json_lines(path: str | os.PathLike, rows: Iterable[dict]) -> None:
+    """One JSON object per line, through `staged_file`."""
+    write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 @contextmanager

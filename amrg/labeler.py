@@ -12,10 +12,10 @@ Labels are 1.0 (positive), 0.0 (negative), -1.0 (uncertain) and NaN (blank, not 
 
 from __future__ import annotations
 
+import bisect
 import csv
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ import numpy as np
 from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
 
 from . import labeler_rules as rules
+from .fileio import staged_file
 
 
 PHRASE_DIR = Path(__file__).parent / "resources" / "chexpert_labeler" / "phrases"
@@ -148,27 +149,15 @@ class ReportLabeler:
         return kept
 
     # -- classification --------------------------------------------------------------------------------------------
-    def _spans(self, key: str, sentence: str) -> list[tuple[int, int, str]]:
-        return [(m.start(), m.end(), m.group(0)) for m in self._re[key].finditer(sentence)]
-
-    def _classify(self, sentence: str, name: str, phrase: str, start: int, end: int,
+    def _classify(self, context: _SentenceTriggers, name: str, phrase: str, start: int, end: int,
                   others: list[tuple[str, str, int, int]]) -> float | None:
-        token_starts = [m.start() for m in _TOKEN.finditer(sentence)]
-
-        def tokens_between(a: int, b: int) -> int:
-            return sum(1 for t in token_starts if a <= t < b)
+        sentence, tokens_between = context.text, context.tokens_between
 
         def blocked(a: int, b: int) -> bool:
-            segment = sentence[a:b]
-            return bool(self._re["TERMINATORS"].search(segment))
-
-        pseudo = self._spans("PSEUDO", sentence)
-
-        def real(spans):
-            return [(s, e, t) for s, e, t in spans if not any(ps <= s and e <= pe for ps, pe, _ in pseudo)]
+            return bool(self._re["TERMINATORS"].search(sentence[a:b]))
 
         def before(key: str, window: int, stop_at_comma: bool = False) -> bool:
-            for s, e, _ in real(self._spans(key, sentence)):
+            for s, e, _ in context.spans(key):
                 if e <= start and tokens_between(e, start) <= window and not blocked(e, start):
                     if stop_at_comma and "," in sentence[e:start]:
                         continue
@@ -176,7 +165,7 @@ class ReportLabeler:
             return False
 
         def after(key: str, window: int = rules.WINDOW_AFTER) -> bool:
-            for s, e, text in real(self._spans(key, sentence)):
+            for s, e, text in context.spans(key):
                 if s >= end and tokens_between(end, s) <= window and not blocked(end, s):
                     # Across a comma only a copula-led trigger applies: "X, Y and Z are normal".
                     if "," in sentence[end:s] and not re.match(r"(?:is|are|appears?|remains?)\b", text):
@@ -231,8 +220,9 @@ class ReportLabeler:
         result = []
         for sentence in split_sentences(report):
             found = self._find_mentions(sentence)
+            context = _SentenceTriggers(sentence, self._re)
             for name, phrase, start, end in found:
-                label = self._classify(sentence, name, phrase, start, end, found)
+                label = self._classify(context, name, phrase, start, end, found)
                 if label is not None:
                     result.append(Mention(name, phrase.strip(), sentence, start, end, label))
                 if name == "Edema" and label in (POSITIVE, UNCERTAIN) and self._re["HEART_FAILURE"].search(phrase):
@@ -258,6 +248,28 @@ class ReportLabeler:
         """`(n, 14)` labels, rows in input order."""
         rows = [self.label(report) for report in reports]
         return np.stack(rows) if rows else np.zeros((0, len(CHEXPERT_OBSERVATIONS)))
+
+
+class _SentenceTriggers:
+    """One sentence's token positions and trigger matches, computed once and shared by all of its mentions."""
+
+    def __init__(self, sentence: str, patterns: dict[str, re.Pattern]) -> None:
+        self.text = sentence
+        self._patterns = patterns
+        self._token_starts = [m.start() for m in _TOKEN.finditer(sentence)]
+        self._pseudo = [m.span() for m in patterns["PSEUDO"].finditer(sentence)]
+        self._spans: dict[str, list[tuple[int, int, str]]] = {}
+
+    def tokens_between(self, a: int, b: int) -> int:
+        return bisect.bisect_left(self._token_starts, b) - bisect.bisect_left(self._token_starts, a)
+
+    def spans(self, key: str) -> list[tuple[int, int, str]]:
+        """Matches of trigger list `key`, minus those inside a pseudo-trigger ("no change")."""
+        if key not in self._spans:
+            self._spans[key] = [
+                (m.start(), m.end(), m.group(0)) for m in self._patterns[key].finditer(self.text)
+                if not any(ps <= m.start() and m.end() <= pe for ps, pe in self._pseudo)]
+        return self._spans[key]
 
 
 def _merge(current: float, new: float) -> float:
@@ -288,18 +300,9 @@ def read_reports_csv(path: str | os.PathLike) -> list[str]:
 def write_labels_csv(path: str | os.PathLike, reports: Sequence[str], labels: np.ndarray) -> None:
     """Upstream output format: `Reports` then the 14 columns in upstream order; 1.0 / 0.0 / -1.0 / empty. Written to a
     temporary file and renamed, so an interrupted run leaves no half-written output."""
-    path = Path(path)
     order = [CHEXPERT_OBSERVATIONS.index(name) for name in UPSTREAM_COLUMNS]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", newline="", encoding="utf-8", dir=path.parent, delete=False,
-                                         prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with handle:
-            writer = csv.writer(handle)
-            writer.writerow(["Reports", *UPSTREAM_COLUMNS])
-            for report, row in zip(reports, labels):
-                writer.writerow([report, *(_format(row[i]) for i in order)])
-        os.replace(handle.name, path)
-    finally:
-        if os.path.exists(handle.name):
-            os.unlink(handle.name)
+    with staged_file(path, newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Reports", *UPSTREAM_COLUMNS])
+        for report, row in zip(reports, labels):
+            writer.writerow([report, *(_format(row[i]) for i in order)])

@@ -76,7 +76,7 @@ def masked_image(pixel_values: torch.Tensor, patches: list[int], patch_size: int
     return torch.where(keep, pixel_values, fill.view(channels, 1, 1).to(pixel_values.dtype))
 
 
-class _FrontalLogits(nn.Module):
+class FrontalLogits(nn.Module):
     """The stage-1 classifier on one view, as grad-cam expects: `(B, 3, H, W)` -> `(B, n_d)` logits."""
 
     def __init__(self, model: AmrgForDiseaseClassification) -> None:
@@ -85,6 +85,15 @@ class _FrontalLogits(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values=pixel_values).logits
+
+
+def frontal_cam(model: AmrgForDiseaseClassification, cam_method: str = "gradcam"):
+    """A grad-cam explainer of the stage-1 logits on one view, on the final Swin norm (use it as a context
+    manager; call it with `input_tensor` and `targets`)."""
+    backbone = model.disease_encoder.vision_tower.backbone
+    # timm Swin's final norm is NHWC; grad-cam wants NCHW.
+    return _cam_class(cam_method)(model=FrontalLogits(model), target_layers=[backbone.norm],
+                                  reshape_transform=lambda t: t.permute(0, 3, 1, 2))
 
 
 def mine_regions(
@@ -117,18 +126,13 @@ def mine_regions(
         raise ValueError(f"`patch_size` {patch_size} must divide the image size {image_size}")
     processor = AmrgImageProcessor(image_size=image_size)
     model.eval()
-    wrapper = _FrontalLogits(model)
-    backbone = model.disease_encoder.vision_tower.backbone
-    cam_class = _cam_class(cam_method)
     pairs = [(i, j) for i, labels in enumerate(rows["labels"]) for j, value in enumerate(labels)
              if value == 1.0 and CHEXPERT_OBSERVATIONS[j] != "No Finding"]
     regions: list[Region] = []
     hits, chance, scored = 0.0, 0.0, 0
     overlays = []
     start = time.perf_counter()
-    # timm Swin's final norm is NHWC; grad-cam wants NCHW.
-    with cam_class(model=wrapper, target_layers=[backbone.norm],
-                   reshape_transform=lambda t: t.permute(0, 3, 1, 2)) as cam:
+    with frontal_cam(model, cam_method) as cam:
         for first in tqdm(range(0, len(pairs), batch_size), desc=f"mining ({cam_method})"):
             chunk = pairs[first:first + batch_size]
             studies = sorted({i for i, _ in chunk})
@@ -195,12 +199,9 @@ def save_overlays(folder: Path, overlays: list, patch_size: int, processor: Amrg
 
 def write_regions(path: Path, regions: list[Region], summary: dict) -> None:
     """Regions as JSON lines, with the summary (provenance) beside them."""
-    from .fileio import write_json
+    from .fileio import write_json, write_json_lines
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(asdict(region)) + "\n" for region in regions))
-    tmp.replace(path)
+    write_json_lines(path, (asdict(region) for region in regions))
     write_json(path.with_name(path.stem + "_summary.json"), summary)
 
 

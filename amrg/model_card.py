@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .fileio import write_text
+
 
 def _table(metrics: dict) -> str:
     lines = []
@@ -92,7 +94,5 @@ sequences = model.generate(**inputs)
 print(processor.post_process_report_generation(sequences, inputs["input_ids"].shape[1])[0])
 ```
 """
-    tmp = folder / ".README.md.tmp"
-    tmp.write_text(card)
-    tmp.replace(folder / "README.md")
+    write_text(folder / "README.md", card)
     return folder / "README.md"

@@ -19,11 +19,8 @@ from pathlib import Path
 import torch
 
 from modeling_amrg import (
-    AmrgConfig,
     AmrgForConditionalGeneration,
     AmrgForDiseaseClassification,
-    AmrgImageProcessor,
-    AmrgProcessor,
 )
 
 from .fileio import write_json
@@ -80,6 +77,7 @@ def run_demo(output: str = "runs/demo", n_studies: int = 2000, seed: int = 0, st
     from .export import save_model_folder
     from .mining import load_phantom_masks, mine_regions, write_regions
     from .phantoms import write_phantom_dataset
+    from .presets import processor_for, tiny_config
     from .report_html import write_report_html
     from .stage1 import train_stage1
     from .stage2 import generate_reports, train_stage2, write_predictions
@@ -105,12 +103,8 @@ def run_demo(output: str = "runs/demo", n_studies: int = 2000, seed: int = 0, st
     train_texts = list(dataset["train"]["report_clean"])
     tokenizer = train_report_tokenizer(train_texts, vocab_size=600)
     encoder_dir = make_tiny_report_encoder(out / "report_encoder", list(dataset["train"]["report"]), seed=seed)
-    config = AmrgConfig.from_preset(
-        "tiny", vision_config=vision or DEMO_VISION, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        report_bank={"dim": 32}, report_encoder_name_or_path=str(encoder_dir))
-    config.text_config.vocab_size = len(tokenizer)
-    config.text_config.pad_token_id = tokenizer.pad_token_id
-    config.text_config.bos_token_id, config.text_config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+    config = tiny_config(tokenizer, vision_config=vision or DEMO_VISION, report_bank={"dim": 32},
+                         report_encoder_name_or_path=str(encoder_dir))
     timed("tokenizer_and_config", start)
 
     start = time.perf_counter()
@@ -142,8 +136,7 @@ def run_demo(output: str = "runs/demo", n_studies: int = 2000, seed: int = 0, st
     base.disease_encoder.load_state_dict(stage1.disease_encoder.state_dict())
     lm_losses = pretrain_language_model(base.language_model, tokenizer, train_texts, lm_epochs, seed) or [float("nan")]
     base.language_model.requires_grad_(False)
-    processor = AmrgProcessor(AmrgImageProcessor(image_size=config.vision_config.image_size), tokenizer,
-                              num_image_tokens=config.num_image_tokens, generation_prompt=config.generation_prompt)
+    processor = processor_for(config, tokenizer)
     timed("llm_standin", start)
 
     generation = {"num_beams": 1, "max_new_tokens": 60, "min_new_tokens": 1, "repetition_penalty": 1.2}
@@ -159,9 +152,7 @@ def run_demo(output: str = "runs/demo", n_studies: int = 2000, seed: int = 0, st
             ablation_config.use_visual_memory = ablation_config.use_report_memory = False
             model = AmrgForConditionalGeneration(ablation_config)
             model.load_state_dict(base.state_dict(), strict=False)
-            model_processor = AmrgProcessor(processor.image_processor, tokenizer,
-                                            num_image_tokens=ablation_config.num_image_tokens,
-                                            generation_prompt=config.generation_prompt)
+            model_processor = processor_for(ablation_config, tokenizer)
         best = train_stage2(TrainArguments(output_dir=str(out / f"stage2_{name}"), epochs=stage2_epochs,
                                            batch_size=16, learning_rate=1e-3, seed=seed),
                             dataset, model, model_processor, lora=True, generation=generation)

@@ -14,6 +14,8 @@ import torch
 
 from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
 
+from .fileio import write_text
+
 
 def _png(array: np.ndarray) -> str:
     from PIL import Image
@@ -24,15 +26,12 @@ def _png(array: np.ndarray) -> str:
 
 
 def _cam_overlay(stage1, pixels: torch.Tensor, target: int, image_processor) -> np.ndarray:
-    from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.image import show_cam_on_image
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from .mining import _FrontalLogits
+    from .mining import frontal_cam
 
-    backbone = stage1.disease_encoder.vision_tower.backbone
-    with GradCAM(model=_FrontalLogits(stage1), target_layers=[backbone.norm],
-                 reshape_transform=lambda t: t.permute(0, 3, 1, 2)) as cam:
+    with frontal_cam(stage1) as cam:
         heat = cam(input_tensor=pixels[None], targets=[ClassifierOutputTarget(target)])[0]
     mean = torch.tensor(image_processor.image_mean).view(3, 1, 1)
     std = torch.tensor(image_processor.image_std).view(3, 1, 1)
@@ -86,8 +85,5 @@ td,th{{border:1px solid #ccc;padding:2px 6px}}</style>
 </head><body><h1>AM-MRG demo (phantom data, tiny model)</h1>
 <p>Research code on synthetic phantoms; not for diagnostic use.</p>
 <h2>Test metrics</h2><pre>{html.escape(table)}</pre>{''.join(sections)}</body></html>"""
-    path = Path(path)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(page)
-    tmp.replace(path)
-    return path
+    write_text(path, page)
+    return Path(path)

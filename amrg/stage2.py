@@ -4,7 +4,6 @@ metrics every epoch; the best epoch (BLEU-4 + CIDEr on val, R2GenGPT's criterion
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from modeling_amrg import AmrgForConditionalGeneration, AmrgProcessor
 
 from .clinical_efficacy import clinical_efficacy_from_reports
 from .export import save_model_folder
+from .fileio import write_json_lines
 from .nlg_metrics import diversity, nlg_scores
 from .train_common import (
     JsonLogger,
@@ -24,6 +24,7 @@ from .train_common import (
     fit,
     make_loader,
     save_run_config,
+    total_steps,
 )
 
 
@@ -110,8 +111,8 @@ def train_stage2(
     loader, sampler = make_loader(dataset["train"], collate, args.batch_size, args.seed, True, args.num_workers)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate, weight_decay=args.weight_decay)
-    steps = max(1, (len(loader) // args.gradient_accumulation_steps) * args.epochs)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=0, num_training_steps=steps)
+    steps = total_steps(len(loader), args.epochs, args.gradient_accumulation_steps, args.max_steps)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=0, num_training_steps=max(1, steps))
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     log = JsonLogger(output_dir / "stage2_log.jsonl", accelerator.is_main_process)
     best = {"score": -1.0}
@@ -153,6 +154,4 @@ def save_generator(accelerator, model, processor: AmrgProcessor, target: Path) -
 
 
 def write_predictions(path: Path, predictions: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps({"id": k, "prediction": v}) + "\n" for k, v in predictions.items()))
-    tmp.replace(path)
+    write_json_lines(path, ({"id": k, "prediction": v} for k, v in predictions.items()))

@@ -309,8 +309,9 @@ class AmrgForConditionalGeneration(AmrgPreTrainedModel, GenerationMixin):
         if config.freeze_language_model:
             self.language_model.requires_grad_(False)
         self.post_init()
-        if not self.generation_config.num_beams or self.generation_config.num_beams == 1:
-            self.generation_config = report_generation_config(config)
+        # The released code's decoding defaults; `from_pretrained` then replaces them with the saved
+        # generation_config.json.
+        self.generation_config = report_generation_config(config)
 
     @staticmethod
     def _make_bank(bank: dict) -> AmrgMemoryBank:

@@ -11,6 +11,7 @@ import torch
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
+from .configuration_amrg import DEFAULT_GENERATION_PROMPT
 from .image_processing_amrg import normalize_studies
 from .processing_amrg_reports import REPORT_CLEANERS
 
@@ -19,7 +20,6 @@ IGNORE_INDEX = -100
 IMAGE_TOKEN = "<image>"
 # The released code's conversation template; `{image}` becomes the image placeholders, `{prompt}` the instruction.
 DEFAULT_PROMPT_TEMPLATE = "Human: <Img>{image}</Img> {prompt} \nAssistant:"
-DEFAULT_PROMPT = "Generate a comprehensive and detailed diagnosis report for this chest X-ray image."
 
 
 class AmrgProcessor(ProcessorMixin):
@@ -43,7 +43,7 @@ class AmrgProcessor(ProcessorMixin):
         tokenizer: Any = None,
         num_image_tokens: int = 152,
         prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
-        generation_prompt: str = DEFAULT_PROMPT,
+        generation_prompt: str = DEFAULT_GENERATION_PROMPT,
         image_token: str = IMAGE_TOKEN,
         chat_template: str | None = None,
         **kwargs: Any,

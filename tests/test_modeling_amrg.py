@@ -1,7 +1,6 @@
 import copy
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -280,4 +279,3 @@ def test_generation_defaults_follow_the_released_code(tiny):
     config = tiny[0].generation_config
     assert (config.num_beams, config.repetition_penalty, config.length_penalty) == (3, 2.0, 2.0)
     assert (config.min_new_tokens, config.max_new_tokens) == (40, 100)
-    assert np.isclose(config.length_penalty, 2.0)
