@@ -21,13 +21,13 @@ from pathlib import Path
 
 
 def _dataset(args):
-    from amrg.data import load_r2gen_dataset
+    from amrg.data.loading import load_r2gen_dataset
 
     return load_r2gen_dataset(args.annotation, args.image_root, dataset=args.dataset, num_proc=args.num_proc)
 
 
 def _train_args(args):
-    from amrg.train_common import TrainArguments
+    from amrg.training.loop import TrainArguments
 
     return TrainArguments(
         output_dir=args.output_dir, epochs=args.epochs, learning_rate=args.learning_rate,
@@ -37,7 +37,7 @@ def _train_args(args):
 
 
 def cmd_stage1(args) -> None:
-    from amrg.stage1 import train_stage1
+    from amrg.training.stage1 import train_stage1
     from modeling_amrg import AmrgConfig
 
     config = AmrgConfig.from_pretrained(args.config) if args.config else AmrgConfig.from_preset(args.preset)
@@ -45,7 +45,7 @@ def cmd_stage1(args) -> None:
 
 
 def cmd_mine(args) -> None:
-    from amrg.mining import mine_regions, write_regions
+    from amrg.memory.mining import mine_regions, write_regions
     from modeling_amrg import AmrgForDiseaseClassification
 
     model = AmrgForDiseaseClassification.from_pretrained(args.stage1)
@@ -59,10 +59,10 @@ def cmd_mine(args) -> None:
 
 
 def cmd_banks(args) -> None:
-    from amrg.banks import build_report_memory, build_visual_bank
-    from amrg.export import save_model_folder
-    from amrg.loading import load_model_folder
-    from amrg.mining import read_regions
+    from amrg.hub.export import save_model_folder
+    from amrg.hub.loading import load_model_folder
+    from amrg.memory.banks import build_report_memory, build_visual_bank
+    from amrg.memory.mining import read_regions
     from modeling_amrg import AmrgForDiseaseClassification
 
     stage1 = AmrgForDiseaseClassification.from_pretrained(args.stage1)
@@ -81,9 +81,9 @@ def cmd_banks(args) -> None:
 def cmd_stage2(args) -> None:
     from accelerate import Accelerator
 
-    from amrg.evaluation import evaluate_predictions
-    from amrg.loading import load_model_folder
-    from amrg.stage2 import generate_reports, train_stage2, write_predictions
+    from amrg.evaluation.predictions import evaluate_predictions
+    from amrg.hub.loading import load_model_folder
+    from amrg.training.stage2 import generate_reports, train_stage2, write_predictions
 
     model, processor = load_model_folder(args.model)
     dataset = _dataset(args)
@@ -100,7 +100,7 @@ def cmd_stage2(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    from amrg.pipeline import comparison_table, run_demo
+    from amrg.training.pipeline import comparison_table, run_demo
 
     metrics = run_demo(args.output, n_studies=args.n_studies, seed=args.seed)
     print(comparison_table(metrics))

@@ -15,8 +15,8 @@ import json
 import time
 from pathlib import Path
 
-from amrg.clinical_efficacy import clinical_efficacy_from_reports
-from amrg.nlg_metrics import nlg_scores
+from amrg.evaluation.clinical_efficacy import clinical_efficacy_from_reports
+from amrg.evaluation.nlg import nlg_scores
 from modeling_amrg.processing_amrg_reports import clean_report_iu_xray
 
 

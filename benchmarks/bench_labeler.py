@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amrg.labeler import ReportLabeler, split_sentences
+from amrg.data.labeler import ReportLabeler, split_sentences
 from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
 
 

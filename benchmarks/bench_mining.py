@@ -13,10 +13,10 @@ from pathlib import Path
 
 from datasets.utils.logging import disable_progress_bar
 
-from amrg.data import load_r2gen_dataset
-from amrg.mining import mine_regions
-from amrg.phantoms import write_phantom_dataset
-from amrg.pipeline import DEMO_VISION
+from amrg.data.loading import load_r2gen_dataset
+from amrg.data.phantoms import write_phantom_dataset
+from amrg.memory.mining import mine_regions
+from amrg.training.pipeline import DEMO_VISION
 from modeling_amrg import AmrgConfig, AmrgForDiseaseClassification
 
 

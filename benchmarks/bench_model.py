@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from amrg.presets import build_tiny_model
+from amrg.hub.presets import build_tiny_model
 from modeling_amrg import AmrgConfig, AmrgForConditionalGeneration, hopfield_association, hopfield_retrieve
 
 

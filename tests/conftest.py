@@ -17,7 +17,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def tiny():
     """(model, processor) of the tiny preset, seed 0. Tests that change the model copy it first."""
-    from amrg.presets import build_tiny_model
+    from amrg.hub.presets import build_tiny_model
 
     return build_tiny_model(seed=0)
 

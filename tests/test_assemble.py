@@ -9,10 +9,10 @@ import torch
 from safetensors.torch import save_file
 from transformers import BertConfig, LlamaConfig, LlamaForCausalLM
 
-from amrg.assemble import assemble_from_pretrained
 from amrg.cli import main
-from amrg.tiny_corpus import tiny_corpus
-from amrg.tokenizer import LLAMA_SPECIAL_TOKENS, train_report_tokenizer
+from amrg.hub.assemble import assemble_from_pretrained
+from amrg.hub.tiny_corpus import tiny_corpus
+from amrg.hub.tokenizer import LLAMA_SPECIAL_TOKENS, train_report_tokenizer
 
 
 SWIN = {"window_size": 4, "embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2]}

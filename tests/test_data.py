@@ -6,7 +6,7 @@ from datasets import load_from_disk
 from PIL import Image
 
 from amrg.cli import main
-from amrg.data import DataError, load_r2gen_dataset, load_user_studies
+from amrg.data.loading import DataError, load_r2gen_dataset, load_user_studies
 from modeling_amrg import CHEXPERT_OBSERVATIONS
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from amrg.cli import main
-from amrg.clinical_efficacy import clinical_efficacy
-from amrg.evaluation import evaluate_predictions
-from amrg.nlg_metrics import diversity, nlg_scores
-from amrg.report_writer import sample_findings, sample_labels, write_report
+from amrg.data.report_writer import sample_findings, sample_labels, write_report
+from amrg.evaluation.clinical_efficacy import clinical_efficacy
+from amrg.evaluation.nlg import diversity, nlg_scores
+from amrg.evaluation.predictions import evaluate_predictions
 from modeling_amrg import CHEXPERT_OBSERVATIONS
 from modeling_amrg.processing_amrg_reports import clean_report_iu_xray
 

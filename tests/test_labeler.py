@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from amrg.cli import main
-from amrg.labeler import ReportLabeler, split_sentences
+from amrg.data.labeler import ReportLabeler, split_sentences
 from modeling_amrg import CHEXPERT_OBSERVATIONS
 
 

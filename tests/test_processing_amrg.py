@@ -137,7 +137,7 @@ def test_decoding_strips_prompt_and_special_tokens(tiny, radiograph):
 def test_processor_save_and_load(tmp_path, tiny):
     processor = tiny[1]
     processor.save_pretrained(tmp_path)
-    from amrg.loading import register_local_classes
+    from amrg.hub.loading import register_local_classes
 
     register_local_classes()
     loaded = AmrgProcessor.from_pretrained(tmp_path, trust_remote_code=False)
@@ -148,7 +148,7 @@ def test_processor_save_and_load(tmp_path, tiny):
 
 
 def test_processor_rejects_a_tokenizer_without_image_token(tiny):
-    from amrg.tokenizer import train_report_tokenizer
+    from amrg.hub.tokenizer import train_report_tokenizer
 
     tokenizer = train_report_tokenizer(["the lungs are clear."] * 10, vocab_size=300)
     tokenizer_without = type(tokenizer)(tokenizer_object=tokenizer.backend_tokenizer, unk_token="<unk>")

@@ -10,7 +10,7 @@ import textwrap
 import torch
 from safetensors.torch import save_file
 
-from amrg.export import save_model_folder
+from amrg.hub.export import save_model_folder
 
 
 LOADER = textwrap.dedent(

@@ -11,10 +11,10 @@ import pytest
 import torch
 from datasets.utils.logging import disable_progress_bar
 
-from amrg.data import load_r2gen_dataset
-from amrg.phantoms import write_phantom_dataset
-from amrg.stage1 import roc_auc, train_stage1
-from amrg.train_common import TrainArguments
+from amrg.data.loading import load_r2gen_dataset
+from amrg.data.phantoms import write_phantom_dataset
+from amrg.training.loop import TrainArguments
+from amrg.training.stage1 import roc_auc, train_stage1
 from modeling_amrg import AmrgConfig, AmrgForDiseaseClassification
 
 
@@ -62,8 +62,8 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, phantom_dataset):
 
 
 def test_banks_from_evaluation_splits_are_refused(phantom_dataset, tmp_path):
-    from amrg.banks import build_report_memory, build_visual_bank
-    from amrg.mining import mine_regions
+    from amrg.memory.banks import build_report_memory, build_visual_bank
+    from amrg.memory.mining import mine_regions
 
     _, dataset = phantom_dataset
     model = AmrgForDiseaseClassification(AmrgConfig.from_preset("tiny"))
@@ -78,7 +78,7 @@ def test_banks_from_evaluation_splits_are_refused(phantom_dataset, tmp_path):
 
 
 def test_report_memory_is_proportional_and_deterministic(phantom_dataset, tmp_path):
-    from amrg.banks import build_report_memory, make_tiny_report_encoder, proportional_quotas
+    from amrg.memory.banks import build_report_memory, make_tiny_report_encoder, proportional_quotas
 
     assert proportional_quotas({"a": 3, "b": 1}, {"a": 100, "b": 100}, 8) == {"a": 6, "b": 2}
     assert proportional_quotas({"a": 3, "b": 1}, {"a": 2, "b": 100}, 8) == {"a": 2, "b": 6}
@@ -99,9 +99,9 @@ def test_mining_finds_a_known_finding_more_often_than_chance(tmp_path):
     from datasets import Image as ImageFeature
     from PIL import Image
 
-    from amrg.mining import mine_regions
-    from amrg.phantoms import render_study
-    from amrg.report_writer import sample_findings
+    from amrg.data.phantoms import render_study
+    from amrg.data.report_writer import sample_findings
+    from amrg.memory.mining import mine_regions
     from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
 
     index = CHEXPERT_OBSERVATIONS.index("Pleural Effusion")
@@ -188,7 +188,7 @@ def test_data_parallel_step_equals_one_process_on_the_whole_batch(tmp_path):
 
 def test_tiny_pipeline_end_to_end(tmp_path):
     from amrg.cli import main as amrg_main
-    from amrg.pipeline import run_demo
+    from amrg.training.pipeline import run_demo
 
     vision = {"timm_model_name": "swin_tiny_patch4_window7_224", "image_size": 64, "hidden_size": 32,
               "num_tokens": 64, "timm_kwargs": {"window_size": 4, "embed_dim": 16, "depths": [1, 1],

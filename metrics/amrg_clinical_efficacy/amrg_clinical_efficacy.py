@@ -6,17 +6,17 @@ over the 5 most quoted observations, with per-observation rows and optional boot
     ce = evaluate.load("metrics/amrg_clinical_efficacy")
     ce.compute(predictions=[...], references=[...], uncertain="negative", bootstrap=1000)
 
-The computation is `amrg.clinical_efficacy` (this repository's package must be installed); its module docstring
+The computation is `amrg.evaluation.clinical_efficacy` (this repository's package must be installed); its module docstring
 states the protocol, and every result repeats it under "protocol".
 """
 
 import datasets
 import evaluate
 
-from amrg.clinical_efficacy import clinical_efficacy_from_reports
+from amrg.evaluation.clinical_efficacy import clinical_efficacy_from_reports
 
 
-_DESCRIPTION = """Clinical efficacy of generated radiology reports: both texts are labelled with amrg.labeler; an
+_DESCRIPTION = """Clinical efficacy of generated radiology reports: both texts are labelled with amrg.data.labeler; an
 observation is present when labelled 1 (uncertain -1 is absent by default, as R2Gen's compute_ce.py, or present with
 uncertain="positive"); keys name the average (micro, macro, example) and the observation set (14 or 5)."""
 

@@ -5,13 +5,13 @@ pycocoevalcap's definitions.
     nlg = evaluate.load("metrics/amrg_nlg")          # a local folder: works offline
     nlg.compute(predictions=[...], references=[...], tokenization="whitespace")
 
-The computation is `amrg.nlg_metrics.nlg_scores` (this repository's package must be installed).
+The computation is `amrg.evaluation.nlg.nlg_scores` (this repository's package must be installed).
 """
 
 import datasets
 import evaluate
 
-from amrg.nlg_metrics import NLG_METRICS, nlg_scores
+from amrg.evaluation.nlg import NLG_METRICS, nlg_scores
 
 
 _DESCRIPTION = """BLEU-1..4, ROUGE-L, METEOR (METEOR 1.5 jar) and CIDEr as computed by pycocoevalcap, over one

@@ -1,8 +1,8 @@
 """A rule-based labeler of the 14 CheXpert observations in radiology reports.
 
 Pipeline (after the CheXpert labeler): split the report into sentences; find mentions of each observation with the
-upstream phrase lists (MIT, `amrg/resources/chexpert_labeler`), dropping the upstream "unmention" phrases; classify
-each mention as uncertain, negative or positive with the rules of `amrg.labeler_rules`; aggregate per observation
+upstream phrase lists (MIT, `amrg/data/resources/chexpert_labeler`), dropping the upstream "unmention" phrases; classify
+each mention as uncertain, negative or positive with the rules of `amrg.data.labeler_rules`; aggregate per observation
 (positive over uncertain over negative); then apply the "No Finding" rule: 1 when no observation other than Support
 Devices is positive or uncertain and no other finding (the upstream `no_finding` list) is mentioned positively or
 uncertainly, else blank.
@@ -22,10 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from amrg.data import labeler_rules as rules
+from amrg.fileio import staged_file
 from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
-
-from . import labeler_rules as rules
-from .fileio import staged_file
 
 
 PHRASE_DIR = Path(__file__).parent / "resources" / "chexpert_labeler" / "phrases"
@@ -92,7 +91,7 @@ class ReportLabeler:
     Args:
         phrase_dir: a folder with `mention/` and `unmention/` phrase lists in the upstream layout.
         extension_dir: more lists in the same layout, added to those of `phrase_dir` (default: this project's
-            extensions, `amrg/resources/labeler_extensions`; pass `False` for the upstream vocabulary alone).
+            extensions, `amrg/data/resources/labeler_extensions`; pass `False` for the upstream vocabulary alone).
     """
 
     def __init__(

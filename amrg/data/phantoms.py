@@ -12,9 +12,16 @@ lives, which is what the demo and the tests need.
 
 from __future__ import annotations
 
-import numpy as np
+from concurrent.futures import ProcessPoolExecutor
 
-from .report_writer import FINDINGS
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from amrg.data.labeler import ReportLabeler
+from amrg.data.loading import read_json_file
+from amrg.data.report_writer import FINDINGS, sample_findings, sample_labels, write_report
+from amrg.fileio import staged_folder
 
 
 def _ellipse(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
@@ -258,15 +265,9 @@ def study_seed(seed: int, index: int) -> int:
 
 
 def _render_and_write(job: dict) -> dict:
-    from PIL import Image
-
-    from .report_writer import sample_findings, write_report
-
     rng = np.random.default_rng(job["seed"])
     labels = np.array(job["labels"], dtype=np.float64) if job["labels"] is not None else None
     if labels is None:
-        from .report_writer import sample_labels
-
         labels = sample_labels(rng)
     findings = sample_findings(labels, rng)
     report = job["report"] if job["report"] is not None else write_report(labels, findings, rng)
@@ -304,16 +305,10 @@ def write_phantom_dataset(
 
     Synthetic mode (`n` studies): labels are sampled, reports written by `write_report`, and the studies split
     70/10/20 into train/val/test. Semi-synthetic mode (`annotation`): each real report of the given R2Gen
-    annotation is labelled by `amrg.labeler` and paired with a phantom drawn from its labels; the real report stays the
+    annotation is labelled by `amrg.data.labeler` and paired with a phantom drawn from its labels; the real report stays the
     target and the splits are kept. Deterministic for `seed`. Written to a temporary folder and renamed into place.
     """
     import json
-    from concurrent.futures import ProcessPoolExecutor
-
-    from tqdm.auto import tqdm
-
-    from .fileio import staged_folder
-
     if (n is None) == (annotation is None):
         raise ValueError("give exactly one of `n` (synthetic studies) or `annotation` (pair real reports)")
     jobs = []
@@ -325,9 +320,6 @@ def write_phantom_dataset(
             split = "train" if index < n_train else "val" if index < n_train + n_val else "test"
             jobs.append({"id": f"phantom-{index:05d}", "split": split, "labels": None, "report": None})
     else:
-        from .data import read_json_file
-        from .labeler import ReportLabeler
-
         data = read_json_file(annotation)
         labeler = ReportLabeler()
         for split in splits:
@@ -352,5 +344,5 @@ def write_phantom_dataset(
             result.setdefault(split, [])
         (staging / "annotation.json").write_text(json.dumps(result, indent=1))
         (staging / "provenance.json").write_text(json.dumps(
-            {"generator": "amrg.phantoms", "seed": seed, "size": size, "n": n, "annotation": annotation}, indent=1))
+            {"generator": "amrg.data.phantoms", "seed": seed, "size": size, "n": n, "annotation": annotation}, indent=1))
     return {split: len(items) for split, items in result.items()}

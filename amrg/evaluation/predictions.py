@@ -12,12 +12,11 @@ import json
 import os
 from pathlib import Path
 
+from amrg.data.loading import DATASET_CLEANERS, read_json_file
+from amrg.evaluation.clinical_efficacy import clinical_efficacy_from_reports
+from amrg.evaluation.nlg import NLG_METRICS, diversity, nlg_scores
+from amrg.fileio import write_json
 from modeling_amrg.processing_amrg_reports import REPORT_CLEANERS
-
-from .clinical_efficacy import clinical_efficacy_from_reports
-from .data import DATASET_CLEANERS, read_json_file
-from .fileio import write_json
-from .nlg_metrics import NLG_METRICS, diversity, nlg_scores
 
 
 def read_predictions(path: str | os.PathLike) -> dict[str, str]:
@@ -131,3 +130,16 @@ def markdown_table(result: dict) -> str:
              "| metric | value |", "| --- | --- |"]
     lines += [f"| {name} | {value:.4f} |" for name, value in rows]
     return "\n".join(lines)
+
+
+def score_split(predictions: dict, rows, metrics=("BLEU_1", "BLEU_4", "ROUGE_L", "CIDEr")) -> dict:
+    """NLG on cleaned texts (whitespace tokens) and CE on the texts, for a split."""
+    references = dict(zip(rows["id"], rows["report_clean"]))
+    ids = list(references)
+    texts = [predictions[i] or "." for i in ids]
+    return {
+        "nlg": nlg_scores(texts, [references[i] for i in ids], metrics=metrics),
+        "clinical_efficacy": {k: v for k, v in clinical_efficacy_from_reports(
+            texts, [references[i] for i in ids]).items() if k.startswith("ce_")},
+        "diversity": diversity(texts),
+    }

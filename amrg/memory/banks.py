@@ -22,11 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
+from amrg.data.labeler import ReportLabeler
+from amrg.hub.tokenizer import train_report_tokenizer
+from amrg.memory.mining import TRAIN_SPLIT, Region, masked_image
 from modeling_amrg import AmrgForDiseaseClassification, AmrgImageProcessor
 from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
-
-from .mining import TRAIN_SPLIT, Region, masked_image
 
 
 logger = logging.getLogger(__name__)
@@ -51,8 +54,6 @@ def build_visual_bank(
     provenance: dict | None = None,
 ) -> dict:
     """Bank contents for `AmrgForConditionalGeneration.set_memory_banks(visual=...)`."""
-    from tqdm.auto import tqdm
-
     _refuse_non_train(split, force, "visual bank")
     config = model.config
     image_size = config.vision_config.image_size
@@ -154,8 +155,6 @@ def encode_sentences(
     sentences: list[str], encoder_path: str, pooling: str = "mean", batch_size: int = 64
 ) -> torch.Tensor:
     """Sentence vectors from a transformers encoder (Bio_ClinicalBERT in the paper)."""
-    from transformers import AutoModel, AutoTokenizer
-
     if pooling not in ("mean", "cls"):
         raise ValueError(f"`pooling` must be 'mean' or 'cls', got {pooling!r}")
     tokenizer = AutoTokenizer.from_pretrained(encoder_path)
@@ -188,8 +187,6 @@ def build_report_memory(
     """Report-memory contents for `set_memory_banks(report=...)` (see the module docstring)."""
     _refuse_non_train(split, force, "report memory")
     if labeler is None:
-        from .labeler import ReportLabeler
-
         labeler = ReportLabeler()
     assignment, counts = assign_sentences(reports, labeler)
     by_class: dict[str, list[str]] = defaultdict(list)
@@ -221,10 +218,6 @@ def build_report_memory(
 def make_tiny_report_encoder(output: Path, texts: list[str], hidden_size: int = 32, seed: int = 0) -> Path:
     """A small random BERT with a tokenizer trained on `texts`: the report encoder of the offline demo and tests
     (no pretrained clinical encoder can be downloaded here). It exercises the same code path as Bio_ClinicalBERT."""
-    from transformers import BertConfig, BertModel
-
-    from .tokenizer import train_report_tokenizer
-
     tokenizer = train_report_tokenizer(texts, vocab_size=400)
     torch.manual_seed(seed)
     encoder = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=1,

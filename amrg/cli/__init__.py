@@ -17,8 +17,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from .export import save_model_folder
-    from .presets import build_tiny_model
+    from amrg.hub.export import save_model_folder
+    from amrg.hub.presets import build_tiny_model
 
     if args.preset != "tiny":
         raise ValueError(
@@ -32,8 +32,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_assemble(args: argparse.Namespace) -> int:
-    from .assemble import assemble_from_pretrained
-    from .export import save_model_folder
+    from amrg.hub.assemble import assemble_from_pretrained
+    from amrg.hub.export import save_model_folder
 
     model, processor = assemble_from_pretrained(
         language_model=args.language_model,
@@ -51,7 +51,7 @@ def _cmd_assemble(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from .loading import load_model_folder
+    from amrg.hub.loading import load_model_folder
 
     if not 1 <= len(args.images) <= 2:
         raise ValueError(f"give one study: one or two images (frontal, lateral), got {len(args.images)}")
@@ -75,7 +75,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_label(args: argparse.Namespace) -> int:
-    from .labeler import ReportLabeler, read_reports_csv, write_labels_csv
+    from amrg.data.labeler import ReportLabeler, read_reports_csv, write_labels_csv
 
     reports = read_reports_csv(args.input)
     labels = ReportLabeler().label_batch(reports)
@@ -85,8 +85,8 @@ def _cmd_label(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from .data import load_r2gen_dataset, load_user_studies
-    from .fileio import staged_folder
+    from amrg.data.loading import load_r2gen_dataset, load_user_studies
+    from amrg.fileio import staged_folder
 
     labels = None if args.labels == "none" else args.labels
     missing = "drop" if args.drop_missing_images else "error"
@@ -110,7 +110,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_phantoms(args: argparse.Namespace) -> int:
-    from .phantoms import write_phantom_dataset
+    from amrg.data.phantoms import write_phantom_dataset
 
     counts = write_phantom_dataset(args.output, n=args.n, seed=args.seed, size=args.size,
                                    annotation=args.from_annotation, splits=tuple(args.splits),
@@ -120,7 +120,7 @@ def _cmd_phantoms(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_predictions, markdown_table
+    from amrg.evaluation.predictions import evaluate_predictions, markdown_table
 
     metrics = tuple(m for m in ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "ROUGE_L", "METEOR", "CIDEr")
                     if not (args.no_meteor and m == "METEOR"))

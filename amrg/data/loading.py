@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, DatasetDict, Features, Image, List, Value
 
+from amrg.data.labeler import ReportLabeler
 from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
 from modeling_amrg.processing_amrg_reports import REPORT_CLEANERS
 
@@ -186,8 +187,6 @@ def _label_batch(batch: dict[str, list]) -> dict[str, list]:
     # One labeler per worker process (datasets.map with num_proc forks workers).
     global _LABELER
     if _LABELER is None:
-        from .labeler import ReportLabeler
-
         _LABELER = ReportLabeler()
     return {"labels": [row.astype(np.float32).tolist() for row in _LABELER.label_batch(batch["report"])]}
 
@@ -251,7 +250,7 @@ def load_r2gen_dataset(
     Args:
         dataset: `"iu_xray"`, `"mimic_cxr"` or `"chexpert_plus"` (chooses the report cleaning).
         splits: the splits to read; each must exist in the file.
-        labels: `"labeler"` (label reports with `amrg.labeler`), a label file (see `read_label_file`), or `None`.
+        labels: `"labeler"` (label reports with `amrg.data.labeler`), a label file (see `read_label_file`), or `None`.
         missing_images: `"error"` (default) or `"drop"`.
         num_proc: processes for the per-row work (cleaning, labelling).
         cache_dir: where `datasets` keeps its Arrow files and caches (its default cache otherwise).

@@ -1,8 +1,8 @@
-"""Clinical efficacy (CE): precision, recall and F1 over the 14 observations that `amrg.labeler` extracts from
+"""Clinical efficacy (CE): precision, recall and F1 over the 14 observations that `amrg.data.labeler` extracts from
 generated and reference reports.
 
 Protocol (stated in every output):
-- both texts are labelled by `amrg.labeler.ReportLabeler`; an observation is present when its label is 1; uncertain
+- both texts are labelled by `amrg.data.labeler.ReportLabeler`; an observation is present when its label is 1; uncertain
   (-1) counts as absent by default, as R2Gen's `compute_ce.py` (`uncertain="negative"`), or as present
   (`uncertain="positive"`); blank counts as absent;
 - micro averages pool the true/false positives of all observations; macro averages are the unweighted mean of the
@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from amrg.data.labeler import ReportLabeler
 from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
 
 
@@ -107,7 +108,7 @@ def clinical_efficacy(
         result["ci95"] = {key: [float(np.percentile([s[key] for s in samples], 2.5)),
                                 float(np.percentile([s[key] for s in samples], 97.5))] for key in samples[0]}
     result["protocol"] = {
-        "labeler": "amrg.labeler.ReportLabeler", "uncertain": uncertain, "blank": "negative",
+        "labeler": "amrg.data.labeler.ReportLabeler", "uncertain": uncertain, "blank": "negative",
         "zero_division": 0, "bootstrap": bootstrap, "seed": seed, "five": list(FIVE_OBSERVATIONS),
     }
     return result
@@ -120,7 +121,5 @@ def clinical_efficacy_from_reports(
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     if labeler is None:
-        from .labeler import ReportLabeler
-
         labeler = ReportLabeler()
     return clinical_efficacy(labeler.label_batch(predictions), labeler.label_batch(references), **kwargs)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .fileio import write_text
+from amrg.fileio import write_text
 
 
 def _table(metrics: dict) -> str:

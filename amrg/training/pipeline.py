@@ -17,44 +17,30 @@ import time
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from datasets.utils.logging import disable_progress_bar
+from tqdm.auto import tqdm
 
+from amrg.app.report_html import write_report_html
+from amrg.data.loading import load_r2gen_dataset
+from amrg.data.phantoms import write_phantom_dataset
+from amrg.evaluation.predictions import evaluate_predictions
+from amrg.fileio import write_json
+from amrg.hub.export import save_model_folder
+from amrg.hub.presets import processor_for, tiny_config
+from amrg.hub.tokenizer import train_report_tokenizer
+from amrg.memory.banks import build_report_memory, build_visual_bank, make_tiny_report_encoder
+from amrg.memory.mining import load_phantom_masks, mine_regions, write_regions
+from amrg.training.loop import TrainArguments
+from amrg.training.stage1 import train_stage1
+from amrg.training.stage2 import generate_reports, train_stage2, write_predictions
 from modeling_amrg import (
     AmrgForConditionalGeneration,
     AmrgForDiseaseClassification,
 )
 
-from .fileio import write_json
-
 
 logger = logging.getLogger(__name__)
-
-
-def pretrain_language_model(model, tokenizer, texts: list[str], epochs: int, seed: int, lr: float = 2e-3,
-                            batch_size: int = 16) -> list[float]:
-    """Causal-LM training of the (tiny) LLM on report texts: the offline stand-in for a pretrained LLM."""
-    from tqdm.auto import tqdm
-
-    torch.manual_seed(seed)
-    model.train()
-    for parameter in model.parameters():
-        parameter.requires_grad = True
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    losses = []
-    generator = torch.Generator().manual_seed(seed)
-    for _ in tqdm(range(epochs), desc="LLM stand-in"):
-        order = torch.randperm(len(texts), generator=generator).tolist()
-        for first in range(0, len(order), batch_size):
-            batch = [texts[i] for i in order[first:first + batch_size]]
-            encoded = tokenizer([tokenizer.bos_token + t + tokenizer.eos_token for t in batch], padding=True,
-                                return_tensors="pt", add_special_tokens=False)
-            labels = encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
-            loss = model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], labels=labels).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-            losses.append(float(loss.detach()))
-    model.eval()
-    return losses
 
 
 # The demo's vision tower: the tiny preset's Swin with a third stage, at 128 x 128 (8 x 8 = 64 tokens, width 64), so
@@ -69,21 +55,6 @@ def run_demo(output: str = "runs/demo", n_studies: int = 2000, seed: int = 0, st
              stage2_epochs: int = 10, lm_epochs: int = 10, num_proc: int = 2, meteor: bool = True,
              vision: dict | None = None) -> dict:
     """Run everything (see the module docstring); returns the metrics of both rows."""
-    from datasets.utils.logging import disable_progress_bar
-
-    from .banks import build_report_memory, build_visual_bank, make_tiny_report_encoder
-    from .data import load_r2gen_dataset
-    from .evaluation import evaluate_predictions
-    from .export import save_model_folder
-    from .mining import load_phantom_masks, mine_regions, write_regions
-    from .phantoms import write_phantom_dataset
-    from .presets import processor_for, tiny_config
-    from .report_html import write_report_html
-    from .stage1 import train_stage1
-    from .stage2 import generate_reports, train_stage2, write_predictions
-    from .tokenizer import train_report_tokenizer
-    from .train_common import TrainArguments
-
     disable_progress_bar()  # datasets' per-map bars; each pipeline step has its own bar
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
@@ -158,8 +129,6 @@ def run_demo(output: str = "runs/demo", n_studies: int = 2000, seed: int = 0, st
                             dataset, model, model_processor, lora=True, generation=generation)
         timed(f"stage2_{name}", start)
         start = time.perf_counter()
-        from accelerate import Accelerator
-
         trained = AmrgForConditionalGeneration.from_pretrained(best).eval()
         predictions = generate_reports(Accelerator(), trained, model_processor, dataset["test"], 16, generation)
         write_predictions(out / f"predictions_{name}.jsonl", predictions)

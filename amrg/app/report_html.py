@@ -11,15 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
+from amrg.fileio import write_text
+from amrg.memory.mining import frontal_cam
 from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
-
-from .fileio import write_text
 
 
 def _png(array: np.ndarray) -> str:
-    from PIL import Image
-
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
@@ -28,8 +27,6 @@ def _png(array: np.ndarray) -> str:
 def _cam_overlay(stage1, pixels: torch.Tensor, target: int, image_processor) -> np.ndarray:
     from pytorch_grad_cam.utils.image import show_cam_on_image
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    from .mining import frontal_cam
 
     with frontal_cam(stage1) as cam:
         heat = cam(input_tensor=pixels[None], targets=[ClassifierOutputTarget(target)])[0]

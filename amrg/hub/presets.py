@@ -5,10 +5,9 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedTokenizerBase, set_seed
 
+from amrg.hub.tiny_corpus import tiny_corpus
+from amrg.hub.tokenizer import train_report_tokenizer
 from modeling_amrg import AmrgConfig, AmrgForConditionalGeneration, AmrgImageProcessor, AmrgProcessor
-
-from .tiny_corpus import tiny_corpus
-from .tokenizer import train_report_tokenizer
 
 
 def tiny_config(tokenizer: PreTrainedTokenizerBase, **overrides) -> AmrgConfig:

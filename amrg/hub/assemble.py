@@ -15,10 +15,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from amrg.hub.presets import processor_for
 from modeling_amrg import AmrgConfig, AmrgForConditionalGeneration, AmrgProcessor
 from modeling_amrg.processing_amrg import IMAGE_TOKEN
-
-from .presets import processor_for
 
 
 logger = logging.getLogger(__name__)

@@ -16,8 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 from torch import nn
+from tqdm.auto import tqdm
 
+from amrg.fileio import write_json, write_json_lines
 from modeling_amrg import AmrgForDiseaseClassification, AmrgImageProcessor
 from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
 
@@ -115,8 +118,6 @@ def mine_regions(
     Returns the regions and a summary: counts, throughput (study-observation pairs per second) and, when ground-truth
     `masks` `{(study_id, observation): bool (H, W)}` are given, how often kept patches hit them against chance."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-    from tqdm.auto import tqdm
-
     if split != TRAIN_SPLIT and not allow_non_train:
         raise ValueError(f"mining on the {split!r} split is refused: banks must come from training data "
                          "(pass allow_non_train=True / --allow-non-train to override; it is recorded)")
@@ -167,8 +168,6 @@ def mine_regions(
 def _hit_rate(mask: np.ndarray, patches: list[int], patch_size: int, image_size: int) -> tuple[float, float]:
     """Share of kept patches that overlap the ground-truth mask, and the share expected of patches drawn at random."""
     if mask.shape != (image_size, image_size):
-        from PIL import Image
-
         mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((image_size, image_size))) > 127
     overlap = patch_means(mask.astype(np.float32), patch_size).reshape(-1) > 0
     return float(overlap[patches].mean()), float(overlap.mean())
@@ -176,7 +175,6 @@ def _hit_rate(mask: np.ndarray, patches: list[int], patch_size: int, image_size:
 
 def save_overlays(folder: Path, overlays: list, patch_size: int, processor: AmrgImageProcessor) -> list[Path]:
     """CAM heat maps over the image with the kept patches outlined (paper Fig. 4)."""
-    from PIL import Image, ImageDraw
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -199,8 +197,6 @@ def save_overlays(folder: Path, overlays: list, patch_size: int, processor: Amrg
 
 def write_regions(path: Path, regions: list[Region], summary: dict) -> None:
     """Regions as JSON lines, with the summary (provenance) beside them."""
-    from .fileio import write_json, write_json_lines
-
     write_json_lines(path, (asdict(region) for region in regions))
     write_json(path.with_name(path.stem + "_summary.json"), summary)
 
@@ -211,8 +207,6 @@ def read_regions(path: Path) -> list[Region]:
 
 def load_phantom_masks(annotation: str | Path, image_root: str | Path) -> dict[tuple[str, str], np.ndarray]:
     """Ground-truth masks of a phantom dataset (`mask_path` entries of its annotation)."""
-    from PIL import Image
-
     data = json.loads(Path(annotation).read_text())
     out = {}
     for entries in data.values():

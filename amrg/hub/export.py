@@ -6,10 +6,9 @@ import json
 import os
 from pathlib import Path
 
+from amrg.fileio import staged_folder, write_text
+from amrg.hub.model_card import write_model_card
 from modeling_amrg import AmrgConfig, AmrgForConditionalGeneration, AmrgImageProcessor, AmrgProcessor
-
-from .fileio import staged_folder, write_text
-from .model_card import write_model_card
 
 
 def register_auto_classes() -> None:
@@ -34,7 +33,7 @@ def save_model_folder(
 
     Everything is written to a temporary folder beside `output_dir` and renamed into place at the end, so an
     interrupted save never leaves a half-written model. An existing non-empty `output_dir` is replaced only with
-    `overwrite=True`. Every folder carries a model card (`README.md`, see `amrg.model_card`), with the evaluation
+    `overwrite=True`. Every folder carries a model card (`README.md`, see `amrg.hub.model_card`), with the evaluation
     table of `metrics` when given."""
     register_auto_classes()
     with staged_folder(output_dir, overwrite) as staging:

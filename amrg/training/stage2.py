@@ -8,15 +8,15 @@ import logging
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from modeling_amrg import AmrgForConditionalGeneration, AmrgProcessor
-
-from .clinical_efficacy import clinical_efficacy_from_reports
-from .export import save_model_folder
-from .fileio import write_json_lines
-from .nlg_metrics import diversity, nlg_scores
-from .train_common import (
+from amrg.evaluation.clinical_efficacy import clinical_efficacy_from_reports
+from amrg.evaluation.nlg import diversity, nlg_scores
+from amrg.fileio import write_json_lines
+from amrg.hub.export import save_model_folder
+from amrg.training.loop import (
     JsonLogger,
     Stage2Collator,
     TrainArguments,
@@ -26,6 +26,7 @@ from .train_common import (
     save_run_config,
     total_steps,
 )
+from modeling_amrg import AmrgForConditionalGeneration, AmrgProcessor
 
 
 logger = logging.getLogger(__name__)
@@ -55,36 +56,6 @@ def merge_lora(model: AmrgForConditionalGeneration, adapter_dir: Path | None = N
         model.language_model = model.language_model.merge_and_unload()
 
 
-@torch.no_grad()
-def generate_reports(accelerator, model, processor: AmrgProcessor, rows, batch_size: int, generation: dict) -> dict:
-    """`{id: generated report}` for a split, greedy or beam search per `generation`."""
-    from tqdm.auto import tqdm
-
-    collate = Stage2Collator(processor, with_targets=False)
-    loader, _ = make_loader(rows, collate, batch_size, 0, False)
-    unwrapped = accelerator.unwrap_model(model)
-    unwrapped.eval()
-    texts = []
-    for batch in tqdm(loader, desc="generating", disable=not accelerator.is_local_main_process):
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        sequences = unwrapped.generate(**batch, **generation)
-        texts.extend(processor.post_process_report_generation(sequences, batch["input_ids"].shape[1]))
-    return dict(zip(rows["id"], texts))
-
-
-def score(predictions: dict, rows, metrics=("BLEU_1", "BLEU_4", "ROUGE_L", "CIDEr")) -> dict:
-    """NLG on cleaned texts (whitespace tokens) and CE on the texts, for a split."""
-    references = dict(zip(rows["id"], rows["report_clean"]))
-    ids = list(references)
-    texts = [predictions[i] or "." for i in ids]
-    return {
-        "nlg": nlg_scores(texts, [references[i] for i in ids], metrics=metrics),
-        "clinical_efficacy": {k: v for k, v in clinical_efficacy_from_reports(
-            texts, [references[i] for i in ids]).items() if k.startswith("ce_")},
-        "diversity": diversity(texts),
-    }
-
-
 def train_stage2(
     args: TrainArguments,
     dataset,
@@ -96,8 +67,6 @@ def train_stage2(
 ) -> Path:
     """Train, validate each epoch, keep the best (BLEU-4 + CIDEr) as a loadable model folder in `output_dir/best`;
     returns it."""
-    from accelerate import Accelerator
-
     output_dir = Path(args.output_dir)
     generation = generation or {"num_beams": 1, "max_new_tokens": 60, "min_new_tokens": 1, "repetition_penalty": 1.2}
     accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -153,5 +122,3 @@ def save_generator(accelerator, model, processor: AmrgProcessor, target: Path) -
     save_model_folder(unwrapped, processor, target, overwrite=True)
 
 
-def write_predictions(path: Path, predictions: dict) -> None:
-    write_json_lines(path, ({"id": k, "prediction": v} for k, v in predictions.items()))

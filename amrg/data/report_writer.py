@@ -3,7 +3,7 @@
 `sample_labels` draws a consistent 14-label vector (the "No Finding" rule holds), `sample_findings` draws where and
 how large each finding is (shared by the renderer and the writer, so that text and image agree), and `write_report`
 turns both into varied findings text in radiology style, with positive, negative and uncertain statements, such
-that `amrg.labeler.ReportLabeler` recovers the labels exactly (a tested property).
+that `amrg.data.labeler.ReportLabeler` recovers the labels exactly (a tested property).
 """
 
 from __future__ import annotations

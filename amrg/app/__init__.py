@@ -1,0 +1,1 @@
+"""What a person looks at: the static `report.html` of a run."""

@@ -1,0 +1,87 @@
+"""Turning a `datasets.Dataset` of studies into batches: a deterministic, resumable data order (`EpochSampler`), index
+access with images decoded on access (`StudyDataset`), the collators of both stages, and `make_loader`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from modeling_amrg import AmrgImageProcessor, AmrgProcessor
+
+
+class EpochSampler(Sampler[int]):
+    """A fresh permutation each epoch from `seed + epoch`: the data order of any epoch can be rebuilt on resume."""
+
+    def __init__(self, size: int, seed: int, shuffle: bool = True) -> None:
+        self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.size))
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class StudyDataset(Dataset):
+    """Index access to a `datasets.Dataset` of studies (images decoded on access)."""
+
+    def __init__(self, rows: Any, columns: tuple[str, ...] = ("id", "images", "labels", "report_clean")) -> None:
+        self.rows, self.columns = rows, columns
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.rows[int(index)]
+        return {key: row[key] for key in self.columns if key in row}
+
+
+def labels_tensor(batch: list[dict]) -> torch.Tensor:
+    return torch.tensor([[np.nan if v is None else v for v in item["labels"]] for item in batch], dtype=torch.float32)
+
+
+class Stage1Collator:
+    """Studies -> pixel_values, view_mask, labels (NaN blank)."""
+
+    def __init__(self, image_processor: AmrgImageProcessor) -> None:
+        self.image_processor = image_processor
+
+    def __call__(self, batch: list[dict]) -> dict:
+        encoded = self.image_processor([item["images"] for item in batch])
+        return {"pixel_values": encoded["pixel_values"], "view_mask": encoded["view_mask"],
+                "labels": labels_tensor(batch)}
+
+
+class Stage2Collator:
+    """Studies -> the processor's inputs with target reports (right padding, labels -100 on prompt and padding)."""
+
+    def __init__(self, processor: AmrgProcessor, max_report_tokens: int | None = None, with_targets: bool = True):
+        self.processor, self.max_report_tokens, self.with_targets = processor, max_report_tokens, with_targets
+
+    def __call__(self, batch: list[dict]) -> dict:
+        reports = [item["report_clean"] for item in batch] if self.with_targets else None
+        encoded = self.processor(images=[item["images"] for item in batch], reports=reports,
+                                 max_report_tokens=self.max_report_tokens)
+        return dict(encoded)
+
+
+def make_loader(dataset: Any, collate, batch_size: int, seed: int, shuffle: bool, num_workers: int = 0):
+    sampler = EpochSampler(len(dataset), seed, shuffle)
+    # A DataLoader draws a base seed when an iterator starts; from its own generator, not the global RNG, so that
+    # a resumed run (which starts a fresh iterator after restoring the RNG states) sees the same dropout masks.
+    loader = DataLoader(StudyDataset(dataset), batch_size=batch_size, sampler=sampler, collate_fn=collate,
+                        num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
+    return loader, sampler
+
+
+__all__ = ["EpochSampler", "Stage1Collator", "Stage2Collator", "StudyDataset", "labels_tensor", "make_loader"]

@@ -1,0 +1,43 @@
+"""Batched report generation over a split, sharded across processes, and predictions files: what training
+(validation and test), the demo and the command line share."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import GenerationConfig
+
+from amrg.data.batching import Stage2Collator, make_loader
+from amrg.fileio import write_json_lines
+from modeling_amrg import AmrgProcessor
+
+
+def validation_generation_config() -> GenerationConfig:
+    """Decoding during stage-2 validation and in the demo: greedy, short, a mild repetition penalty (cheap enough to
+    run every epoch). The test split of a `train.py stage2` run uses the model's own generation config instead."""
+    return GenerationConfig(num_beams=1, max_new_tokens=60, min_new_tokens=1, repetition_penalty=1.2)
+
+
+@torch.no_grad()
+def generate_reports(accelerator, model, processor: AmrgProcessor, rows, batch_size: int, generation: dict) -> dict:
+    """`{id: generated report}` for a split, greedy or beam search per `generation`."""
+    collate = Stage2Collator(processor, with_targets=False)
+    loader, _ = make_loader(rows, collate, batch_size, 0, False)
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.eval()
+    texts = []
+    for batch in tqdm(loader, desc="generating", disable=not accelerator.is_local_main_process):
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        sequences = unwrapped.generate(**batch, **generation)
+        texts.extend(processor.post_process_report_generation(sequences, batch["input_ids"].shape[1]))
+    return dict(zip(rows["id"], texts))
+
+
+def write_predictions(path: Path, predictions: dict) -> None:
+    write_json_lines(path, ({"id": k, "prediction": v} for k, v in predictions.items()))
+
+
+__all__ = ["generate_reports", "validation_generation_config", "write_predictions"]
