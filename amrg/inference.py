@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -15,15 +16,23 @@ from amrg.fileio import write_json_lines
 from modeling_amrg import AmrgProcessor
 
 
-def validation_generation_config() -> GenerationConfig:
-    """Decoding during stage-2 validation and in the demo: greedy, short, a mild repetition penalty (cheap enough to
-    run every epoch). The test split of a `train.py stage2` run uses the model's own generation config instead."""
-    return GenerationConfig(num_beams=1, max_new_tokens=60, min_new_tokens=1, repetition_penalty=1.2)
+# Decoding during stage-2 validation and in the demo: greedy, short, a mild repetition penalty (cheap enough to run
+# every epoch). The test split of a `train.py stage2` run uses the model's own generation config (3 beams, penalties
+# 2.0) instead.
+VALIDATION_DECODING = {"num_beams": 1, "max_new_tokens": 60, "min_new_tokens": 1, "repetition_penalty": 1.2}
+
+
+def validation_generation_config(model) -> GenerationConfig:
+    """The model's generation config (its special-token ids) with `VALIDATION_DECODING`."""
+    config = copy.deepcopy(model.generation_config)
+    config.update(**VALIDATION_DECODING)
+    return config
 
 
 @torch.no_grad()
-def generate_reports(accelerator, model, processor: AmrgProcessor, rows, batch_size: int, generation: dict) -> dict:
-    """`{id: generated report}` for a split, greedy or beam search per `generation`."""
+def generate_reports(accelerator, model, processor: AmrgProcessor, rows, batch_size: int,
+                     generation_config: GenerationConfig | None = None) -> dict:
+    """`{id: generated report}` for a split, with `generation_config` (default: the model's own)."""
     collate = Stage2Collator(processor, with_targets=False)
     loader, _ = make_loader(rows, collate, batch_size, 0, False)
     unwrapped = accelerator.unwrap_model(model)
@@ -31,13 +40,14 @@ def generate_reports(accelerator, model, processor: AmrgProcessor, rows, batch_s
     texts = []
     for batch in tqdm(loader, desc="generating", disable=not accelerator.is_local_main_process):
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        sequences = unwrapped.generate(**batch, **generation)
+        sequences = unwrapped.generate(**batch, generation_config=generation_config)
         texts.extend(processor.post_process_report_generation(sequences, batch["input_ids"].shape[1]))
     return dict(zip(rows["id"], texts))
 
 
-def write_predictions(path: Path, predictions: dict) -> None:
-    write_json_lines(path, ({"id": k, "prediction": v} for k, v in predictions.items()))
+def write_predictions(path: str | os.PathLike, predictions: dict) -> None:
+    """`{id: report}` as JSON lines `{"id": ..., "prediction": ...}` (the input of `amrg evaluate`), atomically."""
+    write_json_lines(Path(path), ({"id": k, "prediction": v} for k, v in predictions.items()))
 
 
-__all__ = ["generate_reports", "validation_generation_config", "write_predictions"]
+__all__ = ["VALIDATION_DECODING", "generate_reports", "validation_generation_config", "write_predictions"]

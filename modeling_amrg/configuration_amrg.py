@@ -10,6 +10,8 @@ from transformers import AutoConfig, Blip2QFormerConfig, PretrainedConfig
 from transformers.models.auto import CONFIG_MAPPING
 from transformers.utils import logging
 
+from .modeling_amrg_memory import validate_bank_entry
+
 
 logger = logging.get_logger(__name__)
 
@@ -40,7 +42,6 @@ VALID_UNCERTAIN_POLICIES = ("zeros", "ones", "ignore")
 VALID_BLANK_POLICIES = ("zeros", "ignore")
 VALID_INPUT_BLOCKS = ("vision", "query", "memory")
 VALID_VIEW_FUSION = ("mean",)
-BANK_KEYS = ("size", "dim", "id_bytes", "text_bytes", "provenance")
 
 
 def _require(condition: bool, field: str, value: Any, expected: str) -> None:
@@ -165,10 +166,6 @@ class AmrgHopfieldConfig(PretrainedConfig):
         self.normalize_stored_pattern = normalize_stored_pattern
         self.dropout = float(dropout)
         super().__init__(**kwargs)
-
-
-def _empty_bank(dim: int | None) -> dict:
-    return {"size": 0, "dim": dim, "id_bytes": 0, "text_bytes": 0, "provenance": {}}
 
 
 class AmrgConfig(PretrainedConfig):
@@ -323,8 +320,9 @@ class AmrgConfig(PretrainedConfig):
         self.blank_label_policy = blank_label_policy
         self.use_visual_memory = bool(use_visual_memory)
         self.use_report_memory = bool(use_report_memory)
-        self.visual_bank = self._validate_bank(visual_bank, "visual_bank", self.vision_config.hidden_size)
-        self.report_bank = self._validate_bank(report_bank, "report_bank", 768)
+        # The bank entry's schema and checks belong to the memory bank (`modeling_amrg_memory`).
+        self.visual_bank = validate_bank_entry(visual_bank, "visual_bank", self.vision_config.hidden_size)
+        self.report_bank = validate_bank_entry(report_bank, "report_bank", 768)
         self.visual_bank_max_rows_per_disease = visual_bank_max_rows_per_disease
         self.report_bank_target_rows = report_bank_target_rows
         self.report_encoder_name_or_path = report_encoder_name_or_path
@@ -346,22 +344,6 @@ class AmrgConfig(PretrainedConfig):
         if isinstance(value, config_class):
             return value
         raise ValueError(f"`{field}` must be a {config_class.__name__} or a dict, got {type(value)!r}")
-
-    @staticmethod
-    def _validate_bank(bank: dict | None, field: str, default_dim: int) -> dict:
-        merged = _empty_bank(default_dim)
-        if bank is not None:
-            if not isinstance(bank, dict):
-                raise ValueError(f"`{field}` must be a dict with keys {BANK_KEYS}, got {type(bank)!r}")
-            unknown = sorted(set(bank) - set(BANK_KEYS))
-            _require(not unknown, field, unknown, f"a dict with keys among {BANK_KEYS}")
-            merged.update(copy.deepcopy(bank))
-        for key in ("size", "dim", "id_bytes", "text_bytes"):
-            value = merged[key]
-            minimum = 1 if key == "dim" else 0
-            _require(isinstance(value, int) and value >= minimum, f"{field}.{key}", value, f"an integer >= {minimum}")
-        _require(isinstance(merged["provenance"], dict), f"{field}.provenance", merged["provenance"], "a dict")
-        return merged
 
     @property
     def num_observations(self) -> int:

@@ -23,16 +23,15 @@ from .modeling_amrg_disease import (
     stage1_targets,
 )
 from .modeling_amrg_hopfield import AmrgHopfieldMemory
-from .modeling_amrg_memory import AmrgMemoryBank, encode_strings
+from .modeling_amrg_memory import AmrgMemoryBank
 from .modeling_amrg_vision import AmrgVisionModel
+from .processing_amrg import IGNORE_INDEX
 
 
 logger = logging.get_logger(__name__)
 
-IGNORE_INDEX = -100
-
 # Generation defaults of the released code: 3 beams, repetition and length penalties of 2.0; the token budget is set
-# per dataset (IU X-ray 40-100 new tokens, MIMIC-CXR 80-120).
+# per dataset (IU X-ray 40-100 new tokens, MIMIC-CXR 80-120). One entry per `DATASET_NAMES` (processing_amrg_reports).
 REPORT_LENGTHS = {"iu_xray": (40, 100), "mimic_cxr": (80, 120), "chexpert_plus": (80, 120)}
 
 
@@ -107,6 +106,27 @@ class AmrgDiseaseClassifierOutput(ModelOutput):
     orthogonality_loss: torch.FloatTensor | None = None
     disease_features: torch.FloatTensor | None = None
     query_features: torch.FloatTensor | None = None
+
+
+@dataclass
+class AmrgMemoryFeatures(ModelOutput):
+    """Output of the two Hopfield memories for a batch of studies (eq. 7); a disabled memory gives `None`.
+
+    Args:
+        visual (`torch.FloatTensor` of shape `(batch_size, n_d, hopfield_width)`, *optional*): f*_v, retrieved from
+            the visual bank V.
+        visual_associations (`torch.FloatTensor` of shape `(batch_size, n_d, visual_bank_size)`, *optional*): alpha
+            of eq. 5 over V, on request.
+        report (`torch.FloatTensor` of shape `(batch_size, n_d, hopfield_width)`, *optional*): f*_r, retrieved from
+            the report memory R.
+        report_associations (`torch.FloatTensor` of shape `(batch_size, n_d, report_bank_size)`, *optional*): alpha
+            of eq. 5 over R, on request.
+    """
+
+    visual: torch.FloatTensor | None = None
+    visual_associations: torch.FloatTensor | None = None
+    report: torch.FloatTensor | None = None
+    report_associations: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -264,6 +284,40 @@ class AmrgMultiModalProjector(nn.Module):
         self.report_memory = nn.Linear(memory_width, llm_width) if config.use_report_memory else None
         self.norm = nn.LayerNorm(llm_width) if config.projector_layer_norm else nn.Identity()
 
+    def forward(
+        self,
+        vision_tokens: torch.Tensor,
+        query_features: torch.Tensor,
+        visual_memory: torch.Tensor | None,
+        report_memory: torch.Tensor | None,
+        order: Sequence[str],
+    ) -> torch.Tensor:
+        """Project F, Q_f, f*_v and f*_r to the LLM width, build F' (eq. 8-9) and concatenate the blocks.
+
+        Args:
+            vision_tokens (`torch.FloatTensor` of shape `(batch_size, num_vision_tokens, vision_width)`): F.
+            query_features (`torch.FloatTensor` of shape `(batch_size, num_query_tokens, qformer_width)`): Q_f.
+            visual_memory (`torch.FloatTensor` of shape `(batch_size, n_d, hopfield_width)`, *optional*): f*_v;
+                `None` when the V-Hopfield memory is disabled.
+            report_memory (`torch.FloatTensor` of shape `(batch_size, n_d, hopfield_width)`, *optional*): f*_r;
+                `None` when the R-Hopfield memory is disabled.
+            order (`Sequence[str]`): the blocks `"vision"`, `"query"` and `"memory"` in LLM input order
+                (`config.llm_input_order`); an absent memory block is skipped.
+
+        Returns:
+            `torch.FloatTensor` of shape `(batch_size, num_image_tokens, llm_width)`: `[F, Q_f, F']` in `order`.
+        """
+        blocks = {
+            "vision": self.vision(vision_tokens.to(self.vision.weight.dtype)),
+            "query": self.query(query_features.to(self.query.weight.dtype)),
+            "memory": interleave_memory_tokens(
+                self.visual_memory(visual_memory) if visual_memory is not None else None,
+                self.report_memory(report_memory) if report_memory is not None else None,
+            ),
+        }
+        ordered = [blocks[name] for name in order if blocks[name] is not None]
+        return self.norm(torch.cat(ordered, dim=1))
+
 
 class AmrgForConditionalGeneration(AmrgPreTrainedModel, GenerationMixin):
     r"""
@@ -292,8 +346,8 @@ class AmrgForConditionalGeneration(AmrgPreTrainedModel, GenerationMixin):
         super().__init__(config)
         query_width = config.qformer_config.hidden_size
         self.disease_encoder = AmrgDiseaseEncoder(config)
-        self.visual_bank = self._make_bank(config.visual_bank)
-        self.report_bank = self._make_bank(config.report_bank)
+        self.visual_bank = AmrgMemoryBank.from_config_entry(config.visual_bank)
+        self.report_bank = AmrgMemoryBank.from_config_entry(config.report_bank)
         self.visual_hopfield = (
             AmrgHopfieldMemory(config.hopfield_config, query_width, config.visual_bank["dim"])
             if config.use_visual_memory
@@ -313,10 +367,6 @@ class AmrgForConditionalGeneration(AmrgPreTrainedModel, GenerationMixin):
         # generation_config.json.
         self.generation_config = report_generation_config(config)
 
-    @staticmethod
-    def _make_bank(bank: dict) -> AmrgMemoryBank:
-        return AmrgMemoryBank(bank["size"], bank["dim"], bank["id_bytes"], bank["text_bytes"])
-
     # Embedding accessors are delegated explicitly rather than left to transformers' fallbacks.
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
@@ -333,10 +383,13 @@ class AmrgForConditionalGeneration(AmrgPreTrainedModel, GenerationMixin):
     def get_decoder(self) -> nn.Module:
         return self.language_model.get_decoder()
 
-    def memory_features(
-        self, disease_features: torch.Tensor, output_associations: bool = False
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """Eq. 7: f*_v = V-Hopfield(F_d, V), f*_r = R-Hopfield(F_d, R). Disabled memories give `None`."""
+    def memory_features(self, disease_features: torch.Tensor, output_associations: bool = False) -> AmrgMemoryFeatures:
+        """Eq. 7: f*_v = V-Hopfield(F_d, V), f*_r = R-Hopfield(F_d, R). Disabled memories give `None`.
+
+        Args:
+            disease_features (`torch.FloatTensor` of shape `(batch_size, n_d, qformer_width)`): F_d.
+            output_associations (`bool`, *optional*, defaults to `False`): also return alpha of eq. 5.
+        """
         visual = visual_alpha = report = report_alpha = None
         if self.visual_hopfield is not None:
             visual, visual_alpha = self.visual_hopfield(disease_features, self.visual_bank.embeddings,
@@ -344,7 +397,9 @@ class AmrgForConditionalGeneration(AmrgPreTrainedModel, GenerationMixin):
         if self.report_hopfield is not None:
             report, report_alpha = self.report_hopfield(disease_features, self.report_bank.embeddings,
                                                         output_associations)
-        return visual, visual_alpha, report, report_alpha
+        return AmrgMemoryFeatures(
+            visual=visual, visual_associations=visual_alpha, report=report, report_associations=report_alpha
+        )
 
     def get_image_features(
         self,
@@ -354,25 +409,15 @@ class AmrgForConditionalGeneration(AmrgPreTrainedModel, GenerationMixin):
     ) -> AmrgImageFeatures:
         """`[F, Q_f, F']` of each study, projected to the LLM width and ordered by `config.llm_input_order`."""
         encoded = self.disease_encoder(pixel_values, view_mask)
-        visual, visual_alpha, report, report_alpha = self.memory_features(
-            encoded.disease_features, output_hopfield_associations
+        memory = self.memory_features(encoded.disease_features, output_hopfield_associations)
+        embeddings = self.language_projection(
+            encoded.vision_tokens, encoded.query_features, memory.visual, memory.report, self.config.llm_input_order
         )
-        projector = self.language_projection
-        blocks = {
-            "vision": projector.vision(encoded.vision_tokens.to(projector.vision.weight.dtype)),
-            "query": projector.query(encoded.query_features.to(projector.query.weight.dtype)),
-            "memory": interleave_memory_tokens(
-                projector.visual_memory(visual) if visual is not None else None,
-                projector.report_memory(report) if report is not None else None,
-            ),
-        }
-        ordered = [blocks[name] for name in self.config.llm_input_order if blocks[name] is not None]
-        embeddings = projector.norm(torch.cat(ordered, dim=1))
         return AmrgImageFeatures(
             embeddings=embeddings,
             disease_logits=encoded.logits,
-            visual_associations=visual_alpha,
-            report_associations=report_alpha,
+            visual_associations=memory.visual_associations,
+            report_associations=memory.report_associations,
         )
 
     def forward(
@@ -450,84 +495,36 @@ class AmrgForConditionalGeneration(AmrgPreTrainedModel, GenerationMixin):
         Each bank is a dict with `embeddings` (`(rows, dim)`, dim fixed by the configuration), `disease_ids`
         (`rows` observation indices), `source_ids` (`rows` strings, e.g. the study id), optional `texts` (`rows`
         strings, e.g. the report sentence) and `provenance` (a JSON-serialisable dict: encoder, split, seed, tau,
-        caps...). The configuration is updated so that `save_pretrained`/`from_pretrained` keep the new banks.
+        caps...); it is checked by `AmrgMemoryBank.from_contents`. The configuration is updated so that
+        `save_pretrained`/`from_pretrained` keep the new banks.
+
+        Args:
+            visual (`dict`, *optional*): contents of the new visual bank V; `None` keeps the current one.
+            report (`dict`, *optional*): contents of the new report memory R; `None` keeps the current one.
         """
         for name, contents in (("visual_bank", visual), ("report_bank", report)):
             if contents is None:
                 continue
-            bank_config = getattr(self.config, name)
-            module, entry = self._build_bank(name, contents, bank_config["dim"])
+            bank = AmrgMemoryBank.from_contents(
+                name, contents, getattr(self.config, name)["dim"], self.config.num_observations
+            )
             old = getattr(self, name)
-            module.to(device=old.embeddings.device)
-            module.embeddings.data = module.embeddings.data.to(old.embeddings.dtype)
-            setattr(self, name, module)
-            setattr(self.config, name, entry)
-
-    def _build_bank(self, name: str, contents: dict, dim: int) -> tuple[AmrgMemoryBank, dict]:
-        if not isinstance(contents, dict):
-            raise ValueError(f"`{name}` must be a dict, got {type(contents)!r}")
-        unknown = sorted(set(contents) - {"embeddings", "disease_ids", "source_ids", "texts", "provenance"})
-        if unknown:
-            raise ValueError(f"`{name}` has unknown keys {unknown}")
-        embeddings = torch.as_tensor(contents.get("embeddings"))
-        if embeddings.dim() != 2 or embeddings.shape[1] != dim or not embeddings.is_floating_point():
-            raise ValueError(
-                f"`{name}.embeddings` must be a float tensor of shape (rows, {dim}), got "
-                f"{tuple(embeddings.shape)} {embeddings.dtype}"
-            )
-        if not bool(torch.isfinite(embeddings).all()):
-            raise ValueError(f"`{name}.embeddings` holds NaN or infinite values")
-        rows = embeddings.shape[0]
-        disease_ids = torch.as_tensor(contents.get("disease_ids", []), dtype=torch.long).reshape(-1)
-        n_d = self.config.num_observations
-        if disease_ids.numel() != rows or (rows and (disease_ids.min() < 0 or disease_ids.max() >= n_d)):
-            raise ValueError(
-                f"`{name}.disease_ids` must hold {rows} indices in [0, {n_d}), got {disease_ids.tolist()[:10]}"
-            )
-        source_ids = self._string_list(name, "source_ids", contents.get("source_ids"), rows)
-        texts = self._string_list(name, "texts", contents.get("texts") or [""] * rows, rows)
-        provenance = contents.get("provenance", {})
-        if not isinstance(provenance, dict):
-            raise ValueError(f"`{name}.provenance` must be a dict, got {type(provenance)!r}")
-        source_table, text_table = encode_strings(source_ids), encode_strings(texts)
-        module = AmrgMemoryBank(rows, dim, source_table.shape[1], text_table.shape[1])
-        module.embeddings.copy_(embeddings.float())
-        module.disease_ids.copy_(disease_ids)
-        module.source_ids.copy_(source_table)
-        module.texts.copy_(text_table)
-        entry = {
-            "size": rows,
-            "dim": dim,
-            "id_bytes": source_table.shape[1],
-            "text_bytes": text_table.shape[1],
-            "provenance": dict(provenance),
-        }
-        return module, entry
-
-    @staticmethod
-    def _string_list(name: str, key: str, values: Sequence[str] | None, rows: int) -> list[str]:
-        if values is None or isinstance(values, str) or len(values) != rows:
-            raise ValueError(f"`{name}.{key}` must be a list of {rows} strings")
-        return [str(value) for value in values]
+            # The new bank follows the old one's device and embedding dtype (e.g. a bfloat16 model on GPU).
+            bank.to(device=old.embeddings.device)
+            bank.embeddings.data = bank.embeddings.data.to(old.embeddings.dtype)
+            setattr(self, name, bank)
+            setattr(self.config, name, bank.config_entry())
 
     def top_memory_rows(self, associations: torch.Tensor, bank: str, k: int = 3) -> list[list[list[dict]]]:
         """For each study and disease query, the `k` bank rows with the largest association weight (alpha of
-        eq. 5), described by `AmrgMemoryBank.rows` plus their `weight`."""
-        module = getattr(self, bank)
-        k = min(k, module.size)
-        if k == 0:
-            return [[[] for _ in range(associations.shape[1])] for _ in range(associations.shape[0])]
-        weights, indices = associations.topk(k, dim=-1)
-        result = []
-        for study_w, study_i in zip(weights.tolist(), indices.tolist()):
-            per_query = []
-            for w_row, i_row in zip(study_w, study_i):
-                rows = module.rows(i_row)
-                for row, weight in zip(rows, w_row):
-                    row["weight"] = weight
-                per_query.append(rows)
-            result.append(per_query)
-        return result
+        eq. 5), described by `AmrgMemoryBank.rows` plus their `weight` (see `AmrgMemoryBank.top_rows`).
+
+        Args:
+            associations (`torch.FloatTensor` of shape `(batch_size, n_d, bank_size)`): alpha over the bank.
+            bank (`str`): `"visual_bank"` or `"report_bank"`.
+            k (`int`, *optional*, defaults to 3): rows per query.
+        """
+        return getattr(self, bank).top_rows(associations, k)
 
 
 __all__ = [
@@ -536,6 +533,7 @@ __all__ = [
     "AmrgForConditionalGeneration",
     "AmrgForDiseaseClassification",
     "AmrgImageFeatures",
+    "AmrgMemoryFeatures",
     "AmrgPreTrainedModel",
     "autoregressive_report_loss",
     "interleave_memory_tokens",

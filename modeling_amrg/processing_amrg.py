@@ -16,6 +16,8 @@ from .image_processing_amrg import normalize_studies
 from .processing_amrg_reports import REPORT_CLEANERS
 
 
+# Label of the positions the report loss (eq. 12) skips: prompt, image placeholders, padding. Defined here, where the
+# labels are built; the model's loss imports it.
 IGNORE_INDEX = -100
 IMAGE_TOKEN = "<image>"
 # The released code's conversation template; `{image}` becomes the image placeholders, `{prompt}` the instruction.
@@ -31,7 +33,9 @@ class AmrgProcessor(ProcessorMixin):
     Args:
         image_processor (`AmrgImageProcessor`): the image processor.
         tokenizer (`PreTrainedTokenizerBase`): the LLM's tokenizer; it must know `image_token`.
-        num_image_tokens (`int`): placeholders per study (`AmrgConfig.num_image_tokens`).
+        num_image_tokens (`int`): placeholders per study; required, and it must be the model's
+            `config.num_image_tokens` (it depends on the vision tower, the query tokens and the enabled memories, so
+            no default fits every model).
         prompt_template (`str`, *optional*): must contain `{image}` and `{prompt}` once each.
         generation_prompt (`str`, *optional*): the instruction of the paper's section III-D.
         image_token (`str`, *optional*, defaults to `"<image>"`): the placeholder token.
@@ -41,13 +45,18 @@ class AmrgProcessor(ProcessorMixin):
         self,
         image_processor: Any = None,
         tokenizer: Any = None,
-        num_image_tokens: int = 152,
+        num_image_tokens: int | None = None,
         prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
         generation_prompt: str = DEFAULT_GENERATION_PROMPT,
         image_token: str = IMAGE_TOKEN,
         chat_template: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if num_image_tokens is None:
+            raise ValueError(
+                "`num_image_tokens` is required: it must be the model's `config.num_image_tokens` (placeholders per "
+                "study)"
+            )
         if not isinstance(num_image_tokens, int) or num_image_tokens <= 0:
             raise ValueError(f"`num_image_tokens` must be a positive integer, got {num_image_tokens!r}")
         if prompt_template.count("{image}") != 1 or prompt_template.count("{prompt}") != 1:
@@ -181,4 +190,4 @@ class AmrgProcessor(ProcessorMixin):
         return REPORT_CLEANERS[dataset](report)
 
 
-__all__ = ["AmrgProcessor", "DEFAULT_PROMPT_TEMPLATE", "IMAGE_TOKEN"]
+__all__ = ["AmrgProcessor", "DEFAULT_PROMPT_TEMPLATE", "IGNORE_INDEX", "IMAGE_TOKEN"]

@@ -55,5 +55,17 @@ def clean_report_mimic_cxr(report: str) -> str:
 
 REPORT_CLEANERS = {"iu_xray": clean_report_iu_xray, "mimic_cxr": clean_report_mimic_cxr}
 
+# The datasets the model knows, each with the cleaner (a `REPORT_CLEANERS` key) of its reports: CheXpert Plus reports
+# are written like MIMIC-CXR's. Other per-dataset settings (e.g. `REPORT_LENGTHS` of the generator) cover exactly
+# `DATASET_NAMES`.
+DATASET_REPORT_CLEANERS = {"iu_xray": "iu_xray", "mimic_cxr": "mimic_cxr", "chexpert_plus": "mimic_cxr"}
+DATASET_NAMES = tuple(DATASET_REPORT_CLEANERS)
 
-__all__ = ["REPORT_CLEANERS", "clean_report_iu_xray", "clean_report_mimic_cxr"]
+
+__all__ = [
+    "DATASET_NAMES",
+    "DATASET_REPORT_CLEANERS",
+    "REPORT_CLEANERS",
+    "clean_report_iu_xray",
+    "clean_report_mimic_cxr",
+]

@@ -13,12 +13,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# After the environment: huggingface_hub reads HF_HUB_OFFLINE when it is first imported.
+from amrg.hub.presets import build_tiny_model  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def tiny():
     """(model, processor) of the tiny preset, seed 0. Tests that change the model copy it first."""
-    from amrg.hub.presets import build_tiny_model
-
     return build_tiny_model(seed=0)
 
 

@@ -3,11 +3,16 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from amrg.cli import main
+from amrg.cli import build_parser, build_train_parser, main, run
+from amrg.cli import model_commands as cli_model_commands
 from modeling_amrg import CHEXPERT_OBSERVATIONS
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -18,8 +23,6 @@ def model_dir(tmp_path_factory):
 
 
 def _image(tmp_path, radiograph, name, seed, dtype="uint8"):
-    import numpy as np
-
     path = tmp_path / name
     Image.fromarray(radiograph(seed, (90, 110), getattr(np, dtype))).save(path)
     return str(path)
@@ -81,3 +84,43 @@ def test_installed_console_script(model_dir, tmp_path, radiograph):
     bad = subprocess.run([script, "generate", "--model", str(model_dir), str(tmp_path / "none.png")],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_train_py_and_amrg_train_share_one_parser():
+    amrg_steps = build_parser()._subparsers._group_actions[0].choices["train"]
+    train_steps = build_train_parser()
+    for parser in (amrg_steps, train_steps):
+        steps = parser._subparsers._group_actions[0].choices
+        assert set(steps) == {"stage1", "mine", "banks", "stage2", "demo"}
+    argv = ["stage2", "--model", "m", "--annotation", "a", "--image-root", "i", "--output-dir", "o"]
+    assert vars(amrg_steps.parse_args(argv)) == vars(train_steps.parse_args(argv))
+
+
+def test_train_py_errors_are_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "train.py", "stage1", "--annotation", str(tmp_path / "none.json"),
+                             "--image-root", str(tmp_path), "--output-dir", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("train.py stage1: error:")]
+    assert len(lines) == 1 and "none.json" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_unexpected_errors_keep_their_traceback_and_debug_shows_every_one(monkeypatch, tmp_path, capsys):
+    def broken(args):
+        raise KeyError("a bug, not bad input")
+
+    def refused(args):
+        raise ValueError("bad input")
+
+    monkeypatch.setattr(cli_model_commands, "_cmd_init", broken)
+    parser = build_parser()
+    args = parser.parse_args(["init", "--output", str(tmp_path / "m")])
+    with pytest.raises(KeyError):
+        run(args, "amrg init")
+    args.func = refused
+    assert run(args, "amrg init") == 2
+    assert capsys.readouterr().err.strip() == "amrg init: error: bad input"
+    args = parser.parse_args(["init", "--output", str(tmp_path / "m"), "--debug"])
+    args.func = refused
+    with pytest.raises(ValueError, match="bad input"):
+        run(args, "amrg init")

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from modeling_amrg import AmrgConfig, AmrgForConditionalGeneration, AmrgForDiseaseClassification
+from modeling_amrg.modeling_amrg import REPORT_LENGTHS, report_generation_config
 from modeling_amrg.modeling_amrg_disease import disease_query_orthogonality_loss, stage1_targets
+from modeling_amrg.processing_amrg_reports import DATASET_NAMES
 
 
 NAN = float("nan")
@@ -279,3 +281,36 @@ def test_generation_defaults_follow_the_released_code(tiny):
     config = tiny[0].generation_config
     assert (config.num_beams, config.repetition_penalty, config.length_penalty) == (3, 2.0, 2.0)
     assert (config.min_new_tokens, config.max_new_tokens) == (40, 100)
+
+
+def test_report_lengths_cover_exactly_the_dataset_names(tiny):
+    assert set(REPORT_LENGTHS) == set(DATASET_NAMES)
+    for dataset in DATASET_NAMES:
+        config = report_generation_config(tiny[0].config, dataset)
+        assert (config.min_new_tokens, config.max_new_tokens) == REPORT_LENGTHS[dataset]
+    with pytest.raises(ValueError, match="`dataset` must be one of"):
+        report_generation_config(tiny[0].config, "custom")
+
+
+def test_projector_builds_the_image_embeddings_in_the_configured_order(tiny, radiograph, banks):
+    model = _model_with_banks(tiny, banks)
+    config = model.config
+    pixel_values = tiny[1](images=[radiograph(0), radiograph(1)])["pixel_values"]
+    with torch.no_grad():
+        encoded = model.disease_encoder(pixel_values)
+        memory = model.memory_features(encoded.disease_features)
+        projector = model.language_projection
+        embeddings = projector(encoded.vision_tokens, encoded.query_features, memory.visual, memory.report,
+                               config.llm_input_order)
+        reversed_order = projector(encoded.vision_tokens, encoded.query_features, memory.visual, memory.report,
+                                   ["memory", "query", "vision"])
+        no_memory = projector(encoded.vision_tokens, encoded.query_features, None, None, config.llm_input_order)
+        torch.testing.assert_close(embeddings, model.get_image_features(pixel_values).embeddings)
+        # eq. 8-9: F' alternates f*_v,i and f*_r,i disease by disease
+        f_prime = projector.norm(torch.stack(
+            [projector.visual_memory(memory.visual), projector.report_memory(memory.report)], dim=2).flatten(1, 2))
+    n_v, n_q, n_m = config.vision_config.num_tokens, config.num_query_tokens, config.num_memory_tokens
+    assert embeddings.shape == (2, n_v + n_q + n_m, config.text_config.hidden_size)
+    torch.testing.assert_close(embeddings[:, n_v + n_q:], f_prime)
+    torch.testing.assert_close(reversed_order[:, :n_m], embeddings[:, n_v + n_q:])
+    torch.testing.assert_close(no_memory, embeddings[:, :n_v + n_q])

@@ -7,7 +7,7 @@ import pytest
 from amrg.cli import main
 from amrg.data.labeler import ReportLabeler
 from amrg.data.loading import load_r2gen_dataset
-from amrg.data.phantoms import render_study, study_seed
+from amrg.data.phantoms import render_study, study_seed, write_phantom_dataset
 from amrg.data.report_writer import FINDINGS, apply_no_finding_rule, sample_findings, sample_labels, write_report
 from modeling_amrg import CHEXPERT_OBSERVATIONS
 
@@ -112,6 +112,4 @@ def test_semi_synthetic_mode_keeps_real_reports(tmp_path):
     assert first["Pleural Effusion"] == 1.0 and first["Cardiomegaly"] == 1.0
     assert set(written[0]["mask_path"]) == {"Pleural Effusion", "Cardiomegaly"}
     with pytest.raises(ValueError, match="exactly one"):
-        from amrg.data.phantoms import write_phantom_dataset
-
         write_phantom_dataset(str(tmp_path / "x"), n=3, annotation=str(source))

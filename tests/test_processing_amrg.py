@@ -3,6 +3,10 @@ import pytest
 import torch
 from PIL import Image
 
+from amrg.hub.loading import register_local_classes
+from amrg.hub.tokenizer import train_report_tokenizer
+from modeling_amrg import modeling_amrg, processing_amrg
+from modeling_amrg.processing_amrg_reports import DATASET_NAMES, DATASET_REPORT_CLEANERS, REPORT_CLEANERS
 from processing_amrg import AmrgImageProcessor, AmrgProcessor, clean_report_iu_xray, clean_report_mimic_cxr
 
 
@@ -137,8 +141,6 @@ def test_decoding_strips_prompt_and_special_tokens(tiny, radiograph):
 def test_processor_save_and_load(tmp_path, tiny):
     processor = tiny[1]
     processor.save_pretrained(tmp_path)
-    from amrg.hub.loading import register_local_classes
-
     register_local_classes()
     loaded = AmrgProcessor.from_pretrained(tmp_path, trust_remote_code=False)
     assert loaded.num_image_tokens == processor.num_image_tokens
@@ -148,12 +150,31 @@ def test_processor_save_and_load(tmp_path, tiny):
 
 
 def test_processor_rejects_a_tokenizer_without_image_token(tiny):
-    from amrg.hub.tokenizer import train_report_tokenizer
-
     tokenizer = train_report_tokenizer(["the lungs are clear."] * 10, vocab_size=300)
     tokenizer_without = type(tokenizer)(tokenizer_object=tokenizer.backend_tokenizer, unk_token="<unk>")
     with pytest.raises(ValueError, match="image token"):
         AmrgProcessor(tiny[1].image_processor, tokenizer_without, num_image_tokens=4, image_token="<img>")
+
+
+def test_processor_needs_the_models_num_image_tokens(tiny):
+    # No default fits every model; a saved processor carries the value in processor_config.json, so
+    # `from_pretrained` needs no argument (test_processor_save_and_load, test_remote_code).
+    processor = tiny[1]
+    with pytest.raises(ValueError, match=r"`num_image_tokens` is required: .*`config.num_image_tokens`"):
+        AmrgProcessor(processor.image_processor, processor.tokenizer)
+    with pytest.raises(ValueError, match="`num_image_tokens` must be a positive integer"):
+        AmrgProcessor(processor.image_processor, processor.tokenizer, num_image_tokens=0)
+
+
+def test_dataset_names_and_their_cleaners():
+    assert DATASET_NAMES == ("iu_xray", "mimic_cxr", "chexpert_plus")
+    assert set(DATASET_REPORT_CLEANERS.values()) <= set(REPORT_CLEANERS)
+    assert DATASET_REPORT_CLEANERS["chexpert_plus"] == "mimic_cxr"
+
+
+def test_ignore_index_is_defined_once():
+    assert processing_amrg.IGNORE_INDEX == -100
+    assert modeling_amrg.IGNORE_INDEX is processing_amrg.IGNORE_INDEX
 
 
 @pytest.mark.parametrize(

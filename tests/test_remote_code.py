@@ -1,6 +1,7 @@
 """A saved model folder loads with the Auto* classes and `trust_remote_code` in a fresh process that cannot import
 this repository: the shipped files alone must be enough."""
 
+import copy
 import json
 import os
 import subprocess
@@ -8,7 +9,7 @@ import sys
 import textwrap
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from amrg.hub.export import save_model_folder
 
@@ -17,8 +18,6 @@ LOADER = textwrap.dedent(
     """
     import importlib.abc, json, sys
     import torch
-    from safetensors.torch import load_file, save_file
-
     class BlockRepository(importlib.abc.MetaPathFinder):
         # The repository is installed in this environment; make it unimportable, as on a user's machine.
         def find_spec(self, name, path=None, target=None):
@@ -52,8 +51,6 @@ LOADER = textwrap.dedent(
 
 
 def test_auto_classes_load_the_saved_folder_in_a_fresh_process(tmp_path, tiny, radiograph, banks):
-    import copy
-
     model, processor = copy.deepcopy(tiny[0]), tiny[1]
     contents = banks(model.config)
     model.set_memory_banks(visual=contents["visual"], report=contents["report"])
@@ -84,8 +81,6 @@ def test_auto_classes_load_the_saved_folder_in_a_fresh_process(tmp_path, tiny, r
         "AmrgConfig", "AmrgProcessor", "AmrgImageProcessor")
     assert loaded["num_image_tokens"] == processor.num_image_tokens
     assert loaded["prompt_ids"] == processor.prompt_ids()
-
-    from safetensors.torch import load_file
 
     tensors = load_file(str(tmp_path / "loaded.safetensors"))
     for name, value in model.state_dict().items():

@@ -9,13 +9,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from datasets import Dataset, Features, List, Value
+from datasets import Image as ImageFeature
 from datasets.utils.logging import disable_progress_bar
+from PIL import Image
+from safetensors.torch import load_file
 
+from amrg.cli import main as amrg_main
 from amrg.data.loading import load_r2gen_dataset
-from amrg.data.phantoms import write_phantom_dataset
+from amrg.data.phantoms import render_study, write_phantom_dataset
+from amrg.data.report_writer import sample_findings
+from amrg.evaluation.classification import roc_auc
+from amrg.memory.banks import build_report_memory, build_visual_bank, make_tiny_report_encoder, proportional_quotas
+from amrg.memory.mining import mine_regions
 from amrg.training.loop import TrainArguments
-from amrg.training.stage1 import roc_auc, train_stage1
-from modeling_amrg import AmrgConfig, AmrgForDiseaseClassification
+from amrg.training.pipeline import run_demo
+from amrg.training.stage1 import train_stage1
+from modeling_amrg import AmrgConfig, AmrgForDiseaseClassification, AmrgImageProcessor
+from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
 
 
 disable_progress_bar()
@@ -62,9 +73,6 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, phantom_dataset):
 
 
 def test_banks_from_evaluation_splits_are_refused(phantom_dataset, tmp_path):
-    from amrg.memory.banks import build_report_memory, build_visual_bank
-    from amrg.memory.mining import mine_regions
-
     _, dataset = phantom_dataset
     model = AmrgForDiseaseClassification(AmrgConfig.from_preset("tiny"))
     with pytest.raises(ValueError, match="mining on the 'test' split is refused"):
@@ -78,8 +86,6 @@ def test_banks_from_evaluation_splits_are_refused(phantom_dataset, tmp_path):
 
 
 def test_report_memory_is_proportional_and_deterministic(phantom_dataset, tmp_path):
-    from amrg.memory.banks import build_report_memory, make_tiny_report_encoder, proportional_quotas
-
     assert proportional_quotas({"a": 3, "b": 1}, {"a": 100, "b": 100}, 8) == {"a": 6, "b": 2}
     assert proportional_quotas({"a": 3, "b": 1}, {"a": 2, "b": 100}, 8) == {"a": 2, "b": 6}
     _, dataset = phantom_dataset
@@ -95,15 +101,6 @@ def test_report_memory_is_proportional_and_deterministic(phantom_dataset, tmp_pa
 def test_mining_finds_a_known_finding_more_often_than_chance(tmp_path):
     """Stage 1 trained on phantoms with or without a large left pleural effusion; the mined regions of the
     effusion studies must hit the ground-truth masks more often than patches drawn at random."""
-    from datasets import Dataset, Features, List, Value
-    from datasets import Image as ImageFeature
-    from PIL import Image
-
-    from amrg.data.phantoms import render_study
-    from amrg.data.report_writer import sample_findings
-    from amrg.memory.mining import mine_regions
-    from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
-
     index = CHEXPERT_OBSERVATIONS.index("Pleural Effusion")
     rows, masks = [], {}
     (tmp_path / "img").mkdir()
@@ -125,8 +122,6 @@ def test_mining_finds_a_known_finding_more_often_than_chance(tmp_path):
     torch.manual_seed(0)
     model = AmrgForDiseaseClassification(AmrgConfig.from_preset("tiny"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    from modeling_amrg import AmrgImageProcessor
-
     processor = AmrgImageProcessor(image_size=64)
     pixels = processor([r["images"] for r in data])["pixel_values"]
     targets = torch.tensor([[v if v == v else 0.0 for v in r["labels"]] for r in rows])
@@ -177,8 +172,6 @@ def test_data_parallel_step_equals_one_process_on_the_whole_batch(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     single = _run_script("ddp_step.py", str(tmp_path), "--single")
     assert single.returncode == 0, single.stderr[-3000:]
-    from safetensors.torch import load_file
-
     distributed = load_file(str(tmp_path / "grads_ddp.safetensors"))
     whole = load_file(str(tmp_path / "grads_single.safetensors"))
     assert distributed.keys() == whole.keys() and len(whole) > 10
@@ -187,9 +180,6 @@ def test_data_parallel_step_equals_one_process_on_the_whole_batch(tmp_path):
 
 
 def test_tiny_pipeline_end_to_end(tmp_path):
-    from amrg.cli import main as amrg_main
-    from amrg.training.pipeline import run_demo
-
     vision = {"timm_model_name": "swin_tiny_patch4_window7_224", "image_size": 64, "hidden_size": 32,
               "num_tokens": 64, "timm_kwargs": {"window_size": 4, "embed_dim": 16, "depths": [1, 1],
                                                 "num_heads": [1, 2]}}

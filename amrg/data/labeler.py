@@ -1,11 +1,11 @@
 """A rule-based labeler of the 14 CheXpert observations in radiology reports.
 
 Pipeline (after the CheXpert labeler): split the report into sentences; find mentions of each observation with the
-upstream phrase lists (MIT, `amrg/data/resources/chexpert_labeler`), dropping the upstream "unmention" phrases; classify
-each mention as uncertain, negative or positive with the rules of `amrg.data.labeler_rules`; aggregate per observation
-(positive over uncertain over negative); then apply the "No Finding" rule: 1 when no observation other than Support
-Devices is positive or uncertain and no other finding (the upstream `no_finding` list) is mentioned positively or
-uncertainly, else blank.
+upstream phrase lists (MIT, `amrg/data/resources/chexpert_labeler`), dropping the upstream "unmention" phrases;
+classify each mention as uncertain, negative or positive with the rules of `amrg.data.labeler_rules`; aggregate per
+observation (positive over uncertain over negative); then apply the "No Finding" rule: 1 when no observation other
+than Support Devices is positive or uncertain and no other finding (the upstream `no_finding` list) is mentioned
+positively or uncertainly, else blank.
 
 Labels are 1.0 (positive), 0.0 (negative), -1.0 (uncertain) and NaN (blank, not mentioned).
 """

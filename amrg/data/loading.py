@@ -32,13 +32,15 @@ import numpy as np
 from datasets import Dataset, DatasetDict, Features, Image, List, Value
 
 from amrg.data.labeler import ReportLabeler
+from amrg.fileio import staged_folder
 from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
-from modeling_amrg.processing_amrg_reports import REPORT_CLEANERS
+from modeling_amrg.processing_amrg_reports import DATASET_REPORT_CLEANERS, REPORT_CLEANERS
 
 
 logger = logging.getLogger(__name__)
 
-DATASET_CLEANERS = {"iu_xray": "iu_xray", "mimic_cxr": "mimic_cxr", "chexpert_plus": "mimic_cxr", "custom": "iu_xray"}
+# "custom": a user's own studies (`load_user_studies`), cleaned as IU X-ray.
+DATASET_CLEANERS = {**DATASET_REPORT_CLEANERS, "custom": "iu_xray"}
 FEATURES = Features({
     "id": Value("string"),
     "study_id": Value("string"),
@@ -315,3 +317,12 @@ def load_user_studies(
     rows = {split: _check_images(_validate_entries(items, split, path, root), split, missing_images)
             for split, items in grouped.items()}
     return build_dataset_dict(rows, "custom", labels=labels, num_proc=num_proc, cache_dir=cache_dir)
+
+
+def save_dataset(dataset: DatasetDict, output: str | os.PathLike, overwrite: bool = False) -> Path:
+    """`dataset.save_to_disk` into `output` through a temporary folder renamed into place (`amrg data`)."""
+    with staged_folder(output, overwrite) as staging:
+        # An empty split needs an explicit shard count, or `datasets` writes no file for it.
+        shards = {split: 1 for split, part in dataset.items() if len(part) == 0}
+        dataset.save_to_disk(str(staging), num_shards=shards)
+    return Path(output)

@@ -12,6 +12,7 @@ lives, which is what the demo and the tests need.
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -305,10 +306,10 @@ def write_phantom_dataset(
 
     Synthetic mode (`n` studies): labels are sampled, reports written by `write_report`, and the studies split
     70/10/20 into train/val/test. Semi-synthetic mode (`annotation`): each real report of the given R2Gen
-    annotation is labelled by `amrg.data.labeler` and paired with a phantom drawn from its labels; the real report stays the
-    target and the splits are kept. Deterministic for `seed`. Written to a temporary folder and renamed into place.
+    annotation is labelled by `amrg.data.labeler` and paired with a phantom drawn from its labels; the real report
+    stays the target and the splits are kept. Deterministic for `seed`. Written to a temporary folder and renamed
+    into place.
     """
-    import json
     if (n is None) == (annotation is None):
         raise ValueError("give exactly one of `n` (synthetic studies) or `annotation` (pair real reports)")
     jobs = []
@@ -344,5 +345,6 @@ def write_phantom_dataset(
             result.setdefault(split, [])
         (staging / "annotation.json").write_text(json.dumps(result, indent=1))
         (staging / "provenance.json").write_text(json.dumps(
-            {"generator": "amrg.data.phantoms", "seed": seed, "size": size, "n": n, "annotation": annotation}, indent=1))
+            {"generator": "amrg.data.phantoms", "seed": seed, "size": size, "n": n, "annotation": annotation},
+            indent=1))
     return {split: len(items) for split, items in result.items()}

@@ -2,8 +2,8 @@
 generated and reference reports.
 
 Protocol (stated in every output):
-- both texts are labelled by `amrg.data.labeler.ReportLabeler`; an observation is present when its label is 1; uncertain
-  (-1) counts as absent by default, as R2Gen's `compute_ce.py` (`uncertain="negative"`), or as present
+- both texts are labelled by `amrg.data.labeler.ReportLabeler`; an observation is present when its label is 1;
+  uncertain (-1) counts as absent by default, as R2Gen's `compute_ce.py` (`uncertain="negative"`), or as present
   (`uncertain="positive"`); blank counts as absent;
 - micro averages pool the true/false positives of all observations; macro averages are the unweighted mean of the
   per-observation figures, where a figure whose denominator is 0 is 0 (scikit-learn's `zero_division=0`);

@@ -16,6 +16,13 @@ from collections.abc import Sequence
 
 
 NLG_METRICS = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "ROUGE_L", "METEOR", "CIDEr")
+# Scored every stage-2 validation epoch: no METEOR (a JVM start per epoch); BLEU-4 + CIDEr select the best epoch.
+VALIDATION_METRICS = ("BLEU_1", "BLEU_4", "ROUGE_L", "CIDEr")
+
+
+def metric_names(meteor: bool = True) -> tuple[str, ...]:
+    """`NLG_METRICS`, without METEOR when `meteor` is False (it needs Java)."""
+    return tuple(name for name in NLG_METRICS if meteor or name != "METEOR")
 TOKENIZATIONS = ("whitespace", "ptb")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from amrg.data.loading import DATASET_CLEANERS, read_json_file
 from amrg.evaluation.clinical_efficacy import clinical_efficacy_from_reports
-from amrg.evaluation.nlg import NLG_METRICS, diversity, nlg_scores
+from amrg.evaluation.nlg import NLG_METRICS, VALIDATION_METRICS, diversity, nlg_scores
 from amrg.fileio import write_json
 from modeling_amrg.processing_amrg_reports import REPORT_CLEANERS
 
@@ -132,7 +132,7 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def score_split(predictions: dict, rows, metrics=("BLEU_1", "BLEU_4", "ROUGE_L", "CIDEr")) -> dict:
+def score_split(predictions: dict, rows, metrics: tuple[str, ...] = VALIDATION_METRICS) -> dict:
     """NLG on cleaned texts (whitespace tokens) and CE on the texts, for a split."""
     references = dict(zip(rows["id"], rows["report_clean"]))
     ids = list(references)

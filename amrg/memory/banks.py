@@ -27,7 +27,7 @@ from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
 from amrg.data.labeler import ReportLabeler
 from amrg.hub.tokenizer import train_report_tokenizer
-from amrg.memory.mining import TRAIN_SPLIT, Region, masked_image
+from amrg.memory.mining import TRAIN_SPLIT, Region, masked_image, mining_provenance
 from modeling_amrg import AmrgForDiseaseClassification, AmrgImageProcessor
 from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
 
@@ -51,9 +51,12 @@ def build_visual_bank(
     split: str = TRAIN_SPLIT,
     force: bool = False,
     batch_size: int = 32,
+    mining: dict | None = None,
     provenance: dict | None = None,
 ) -> dict:
-    """Bank contents for `AmrgForConditionalGeneration.set_memory_banks(visual=...)`."""
+    """Bank contents for `AmrgForConditionalGeneration.set_memory_banks(visual=...)`. `mining` is the summary that
+    `mine_regions` returned for `regions` (its settings are recorded with the bank, see `mining_provenance`);
+    `provenance` adds further entries (e.g. the seed)."""
     _refuse_non_train(split, force, "visual bank")
     config = model.config
     image_size = config.vision_config.image_size
@@ -95,7 +98,8 @@ def build_visual_bank(
         "disease_ids": disease_ids,
         "source_ids": source_ids,
         "provenance": {
-            **(provenance or {}), "split": split, "forced_split": split != TRAIN_SPLIT,
+            **(provenance or {}), **(mining_provenance(mining) if mining else {}), "split": split,
+            "forced_split": split != TRAIN_SPLIT,
             "encoder": f"stage-1 vision tower ({config.vision_config.timm_model_name})",
             "unit": "swin token of a kept patch",
             "max_rows_per_disease": max_rows_per_disease, "patch_size": patch_size, "rows": len(embeddings),

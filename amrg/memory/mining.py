@@ -28,6 +28,7 @@ from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
 logger = logging.getLogger(__name__)
 CAM_METHODS = ("gradcam", "gradcam++", "xgradcam", "eigencam", "hirescam")
 TRAIN_SPLIT = "train"
+MINING_PROVENANCE_KEYS = ("cam_method", "tau", "top_k")
 
 
 def _cam_class(method: str):
@@ -198,11 +199,26 @@ def save_overlays(folder: Path, overlays: list, patch_size: int, processor: Amrg
 def write_regions(path: Path, regions: list[Region], summary: dict) -> None:
     """Regions as JSON lines, with the summary (provenance) beside them."""
     write_json_lines(path, (asdict(region) for region in regions))
-    write_json(path.with_name(path.stem + "_summary.json"), summary)
+    write_json(summary_path(path), summary)
 
 
-def read_regions(path: Path) -> list[Region]:
-    return [Region(**json.loads(line)) for line in Path(path).read_text().splitlines() if line.strip()]
+def summary_path(path: Path) -> Path:
+    """Where `write_regions` puts the summary of the regions file `path`."""
+    return path.with_name(path.stem + "_summary.json")
+
+
+def read_regions(path: str | Path) -> tuple[list[Region], dict]:
+    """The regions of a file written by `write_regions`, and its summary."""
+    path = Path(path)
+    regions = [Region(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    summary = json.loads(summary_path(path).read_text())
+    return regions, summary
+
+
+def mining_provenance(summary: dict) -> dict:
+    """The mining settings a visual bank records (from the summary `mine_regions` returned): the CAM method, tau and
+    the per-(image, observation) cap. Counts and timings stay in the summary (they would make banks irreproducible)."""
+    return {key: summary[key] for key in MINING_PROVENANCE_KEYS}
 
 
 def load_phantom_masks(annotation: str | Path, image_root: str | Path) -> dict[tuple[str, str], np.ndarray]:

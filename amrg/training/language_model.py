@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from modeling_amrg.modeling_amrg import IGNORE_INDEX
+from modeling_amrg.processing_amrg import IGNORE_INDEX
 
 
 def pretrain_language_model(model, tokenizer, texts: list[str], epochs: int, seed: int, lr: float = 2e-3,

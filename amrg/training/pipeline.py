@@ -16,24 +16,25 @@ import resource
 import time
 from pathlib import Path
 
-import torch
 from accelerate import Accelerator
 from datasets.utils.logging import disable_progress_bar
-from tqdm.auto import tqdm
 
 from amrg.app.report_html import write_report_html
 from amrg.data.loading import load_r2gen_dataset
 from amrg.data.phantoms import write_phantom_dataset
+from amrg.evaluation.nlg import metric_names
 from amrg.evaluation.predictions import evaluate_predictions
 from amrg.fileio import write_json
 from amrg.hub.export import save_model_folder
 from amrg.hub.presets import processor_for, tiny_config
 from amrg.hub.tokenizer import train_report_tokenizer
+from amrg.inference import generate_reports, validation_generation_config, write_predictions
 from amrg.memory.banks import build_report_memory, build_visual_bank, make_tiny_report_encoder
 from amrg.memory.mining import load_phantom_masks, mine_regions, write_regions
+from amrg.training.language_model import pretrain_language_model
 from amrg.training.loop import TrainArguments
 from amrg.training.stage1 import train_stage1
-from amrg.training.stage2 import generate_reports, train_stage2, write_predictions
+from amrg.training.stage2 import train_stage2
 from modeling_amrg import (
     AmrgForConditionalGeneration,
     AmrgForDiseaseClassification,
@@ -97,7 +98,7 @@ def run_demo(output: str = "runs/demo", n_studies: int = 2000, seed: int = 0, st
     start = time.perf_counter()
     visual = build_visual_bank(stage1, dataset["train"], regions, patch_size=patch_size,
                                max_rows_per_disease=config.visual_bank_max_rows_per_disease,
-                               provenance={"seed": seed, "tau": 0.5, "top_k": 6, "cam_method": "gradcam"})
+                               mining=mining, provenance={"seed": seed})
     report = build_report_memory(list(dataset["train"]["report"]), str(encoder_dir),
                                  target_rows=config.report_bank_target_rows, seed=seed)
     timed("banks", start)
@@ -110,7 +111,6 @@ def run_demo(output: str = "runs/demo", n_studies: int = 2000, seed: int = 0, st
     processor = processor_for(config, tokenizer)
     timed("llm_standin", start)
 
-    generation = {"num_beams": 1, "max_new_tokens": 60, "min_new_tokens": 1, "repetition_penalty": 1.2}
     rows = {}
     for name, use_memory in (("am_mrg", True), ("no_memory", False)):
         start = time.perf_counter()
@@ -126,16 +126,15 @@ def run_demo(output: str = "runs/demo", n_studies: int = 2000, seed: int = 0, st
             model_processor = processor_for(ablation_config, tokenizer)
         best = train_stage2(TrainArguments(output_dir=str(out / f"stage2_{name}"), epochs=stage2_epochs,
                                            batch_size=16, learning_rate=1e-3, seed=seed),
-                            dataset, model, model_processor, lora=True, generation=generation)
+                            dataset, model, model_processor, lora=True)
         timed(f"stage2_{name}", start)
         start = time.perf_counter()
         trained = AmrgForConditionalGeneration.from_pretrained(best).eval()
-        predictions = generate_reports(Accelerator(), trained, model_processor, dataset["test"], 16, generation)
+        predictions = generate_reports(Accelerator(), trained, model_processor, dataset["test"], 16,
+                                       validation_generation_config(trained))
         write_predictions(out / f"predictions_{name}.jsonl", predictions)
-        metric_names = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "ROUGE_L", "METEOR", "CIDEr")
         rows[name] = evaluate_predictions(out / f"predictions_{name}.jsonl", out / "data" / "annotation.json",
-                                          split="test", metrics=tuple(m for m in metric_names
-                                                                      if meteor or m != "METEOR"))
+                                          split="test", metrics=metric_names(meteor))
         rows[name]["best_model"] = str(best)
         timed(f"test_{name}", start)
 
@@ -168,4 +167,4 @@ def comparison_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["DEMO_VISION", "comparison_table", "pretrain_language_model", "run_demo"]
+__all__ = ["DEMO_VISION", "comparison_table", "run_demo"]

@@ -11,18 +11,11 @@ import torch
 from accelerate import Accelerator
 from transformers import get_constant_schedule
 
+from amrg.data.batching import Stage1Collator, make_loader
+from amrg.evaluation.classification import classification_report
 from amrg.fileio import staged_folder
-from amrg.training.loop import (
-    JsonLogger,
-    Stage1Collator,
-    TrainArguments,
-    arguments_dict,
-    fit,
-    make_loader,
-    save_run_config,
-)
+from amrg.training.loop import JsonLogger, TrainArguments, arguments_dict, fit, save_run_config
 from modeling_amrg import AmrgConfig, AmrgForDiseaseClassification, AmrgImageProcessor
-from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
 
 
 logger = logging.getLogger(__name__)

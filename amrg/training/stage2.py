@@ -4,28 +4,19 @@ metrics every epoch; the best epoch (BLEU-4 + CIDEr on val, R2GenGPT's criterion
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup
+from transformers import GenerationConfig, get_cosine_schedule_with_warmup
 
-from amrg.evaluation.clinical_efficacy import clinical_efficacy_from_reports
-from amrg.evaluation.nlg import diversity, nlg_scores
-from amrg.fileio import write_json_lines
+from amrg.data.batching import Stage2Collator, make_loader
+from amrg.evaluation.predictions import score_split
 from amrg.hub.export import save_model_folder
-from amrg.training.loop import (
-    JsonLogger,
-    Stage2Collator,
-    TrainArguments,
-    arguments_dict,
-    fit,
-    make_loader,
-    save_run_config,
-    total_steps,
-)
+from amrg.inference import generate_reports, validation_generation_config
+from amrg.training.loop import JsonLogger, TrainArguments, arguments_dict, fit, save_run_config, total_steps
 from modeling_amrg import AmrgForConditionalGeneration, AmrgProcessor
 
 
@@ -62,18 +53,19 @@ def train_stage2(
     model: AmrgForConditionalGeneration,
     processor: AmrgProcessor,
     lora: bool = False,
-    generation: dict | None = None,
+    generation_config: GenerationConfig | None = None,
     max_report_tokens: int | None = 120,
 ) -> Path:
-    """Train, validate each epoch, keep the best (BLEU-4 + CIDEr) as a loadable model folder in `output_dir/best`;
-    returns it."""
+    """Train, validate each epoch (decoding with `generation_config`, default `validation_generation_config`), keep
+    the best (BLEU-4 + CIDEr) as a loadable model folder in `output_dir/best`; returns it."""
     output_dir = Path(args.output_dir)
-    generation = generation or {"num_beams": 1, "max_new_tokens": 60, "min_new_tokens": 1, "repetition_penalty": 1.2}
+    generation_config = generation_config or validation_generation_config(model)
     accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
                               mixed_precision=args.mixed_precision, project_dir=str(output_dir))
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-        save_run_config(output_dir, "stage2", {**arguments_dict(args), "lora": lora, "generation": generation,
+        save_run_config(output_dir, "stage2", {**arguments_dict(args), "lora": lora,
+                                               "generation": generation_config.to_diff_dict(),
                                                "config": model.config.to_dict()})
     set_stage2_trainable(model, lora)
     collate = Stage2Collator(processor, max_report_tokens=max_report_tokens)
@@ -90,10 +82,11 @@ def train_stage2(
         return model(**batch).loss
 
     def on_epoch_end(epoch: int, step: int) -> None:
-        predictions = generate_reports(accelerator, model, processor, dataset["val"], args.batch_size, generation)
+        predictions = generate_reports(accelerator, model, processor, dataset["val"], args.batch_size,
+                                       generation_config)
         if not accelerator.is_main_process:
             return
-        result = score(predictions, dataset["val"])
+        result = score_split(predictions, dataset["val"])
         log.log(stage="stage2", step=step, epoch=epoch, val=result)
         selection = result["nlg"]["BLEU_4"] + result["nlg"]["CIDEr"]
         log.log(stage="stage2", step=step, epoch=epoch, val_selection_score=selection)
@@ -110,8 +103,6 @@ def train_stage2(
 
 def save_generator(accelerator, model, processor: AmrgProcessor, target: Path) -> None:
     """A loadable model folder (LoRA merged into a copy, so training can go on with the adapters)."""
-    import copy
-
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return

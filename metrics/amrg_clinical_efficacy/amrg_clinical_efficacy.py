@@ -6,8 +6,8 @@ over the 5 most quoted observations, with per-observation rows and optional boot
     ce = evaluate.load("metrics/amrg_clinical_efficacy")
     ce.compute(predictions=[...], references=[...], uncertain="negative", bootstrap=1000)
 
-The computation is `amrg.evaluation.clinical_efficacy` (this repository's package must be installed); its module docstring
-states the protocol, and every result repeats it under "protocol".
+The computation is `amrg.evaluation.clinical_efficacy` (this repository's package must be installed); its module
+docstring states the protocol, and every result repeats it under "protocol".
 """
 
 import datasets

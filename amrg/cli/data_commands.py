@@ -1,0 +1,108 @@
+"""`amrg data`, `amrg phantoms`, `amrg label` and `amrg evaluate`: datasets, the labeler and scoring."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from amrg.cli.common import add_command
+from amrg.data.labeler import ReportLabeler, read_reports_csv, write_labels_csv
+from amrg.data.loading import load_r2gen_dataset, load_user_studies, save_dataset
+from amrg.data.phantoms import write_phantom_dataset
+from amrg.evaluation.nlg import TOKENIZATIONS, metric_names
+from amrg.evaluation.predictions import evaluate_predictions, markdown_table
+from modeling_amrg.processing_amrg_reports import DATASET_NAMES
+
+
+def _cmd_label(args: argparse.Namespace) -> int:
+    reports = read_reports_csv(args.input)
+    labels = ReportLabeler().label_batch(reports)
+    write_labels_csv(args.output, reports, labels)
+    print(f"labelled {len(reports)} reports into {args.output}")
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    labels = None if args.labels == "none" else args.labels
+    missing = "drop" if args.drop_missing_images else "error"
+    if (args.annotation is None) == (args.studies is None):
+        raise ValueError("give exactly one of --annotation (R2Gen format) or --studies (your own CSV / JSON lines)")
+    if args.annotation is not None:
+        if args.image_root is None:
+            raise ValueError("--annotation needs --image-root")
+        dataset = load_r2gen_dataset(args.annotation, args.image_root, dataset=args.dataset, splits=args.splits,
+                                     labels=labels, missing_images=missing, num_proc=args.num_proc)
+    else:
+        dataset = load_user_studies(args.studies, args.image_root, labels=labels, missing_images=missing,
+                                    num_proc=args.num_proc)
+    save_dataset(dataset, args.output, args.overwrite)
+    counts = ", ".join(f"{split} {len(part)}" for split, part in dataset.items())
+    print(f"wrote {args.output} ({counts} studies)")
+    return 0
+
+
+def _cmd_phantoms(args: argparse.Namespace) -> int:
+    counts = write_phantom_dataset(args.output, n=args.n, seed=args.seed, size=args.size,
+                                   annotation=args.from_annotation, splits=tuple(args.splits),
+                                   num_proc=args.num_proc, overwrite=args.overwrite)
+    print(f"wrote phantom studies to {args.output}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    result = evaluate_predictions(
+        args.predictions, args.references, split=args.split, dataset=args.dataset, tokenization=args.tokenization,
+        uncertain=args.uncertain, bootstrap=args.bootstrap, seed=args.seed,
+        truncate_references=args.truncate_references, metrics=metric_names(not args.no_meteor), output=args.output)
+    print(markdown_table(result))
+    return 0
+
+
+def add_data_commands(subparsers) -> None:
+    label = add_command(subparsers, "label",
+                        "label reports with the 14 CheXpert observations (upstream CSV formats)", _cmd_label)
+    label.add_argument("input", help="CSV with one report per row, no header")
+    label.add_argument("--output", required=True, help="CSV: Reports then the 14 observation columns")
+
+    data = add_command(subparsers, "data",
+                       "build a datasets.DatasetDict (saved with save_to_disk) from a dataset", _cmd_data)
+    data.add_argument("--annotation", help="R2Gen annotation.json")
+    data.add_argument("--studies", help="your own studies: CSV (id,image_path,report[,split]) or JSON lines")
+    data.add_argument("--image-root", help="folder the image paths are relative to")
+    data.add_argument("--dataset", default="iu_xray", choices=DATASET_NAMES)
+    data.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+    data.add_argument("--labels", default="labeler", help="'labeler', 'none', or a label file (CSV or JSON)")
+    data.add_argument("--drop-missing-images", action="store_true", help="drop studies whose images are missing")
+    data.add_argument("--num-proc", type=int, default=None)
+    data.add_argument("--output", required=True)
+    data.add_argument("--overwrite", action="store_true")
+
+    phantoms = add_command(subparsers, "phantoms",
+                           "write synthetic chest X-ray studies with known findings and masks", _cmd_phantoms)
+    phantoms.add_argument("--n", type=int, help="number of synthetic studies (reports written from their labels)")
+    phantoms.add_argument("--from-annotation", help="R2Gen annotation whose real reports get matching phantoms")
+    phantoms.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+    phantoms.add_argument("--seed", type=int, default=0)
+    phantoms.add_argument("--size", type=int, default=256)
+    phantoms.add_argument("--num-proc", type=int, default=os.cpu_count() or 1)
+    phantoms.add_argument("--output", required=True)
+    phantoms.add_argument("--overwrite", action="store_true")
+
+    evaluate = add_command(subparsers, "evaluate",
+                           "NLG, clinical-efficacy and diversity figures of a predictions file", _cmd_evaluate)
+    evaluate.add_argument("--predictions", required=True, help='JSON lines {"id": ..., "prediction": ...}')
+    evaluate.add_argument("--references", required=True, help="R2Gen annotation.json")
+    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--dataset", default="iu_xray", choices=DATASET_NAMES, help="chooses the report cleaning")
+    evaluate.add_argument("--tokenization", default="whitespace", choices=TOKENIZATIONS)
+    evaluate.add_argument("--uncertain", default="negative", choices=["negative", "positive"],
+                          help="uncertain labels count as absent (R2Gen) or present")
+    evaluate.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for 95%% intervals")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--truncate-references", type=int, default=None, metavar="TOKENS",
+                          help="the released code's protocol (60 for IU X-ray, 100 for MIMIC-CXR); labelled as such")
+    evaluate.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java)")
+    evaluate.add_argument("--output", help="JSON file of every figure")
+
+
+__all__ = ["add_data_commands"]

@@ -1,0 +1,111 @@
+"""`amrg init`, `amrg assemble`, `amrg generate` and `amrg push`: making, using and publishing model folders."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from amrg.cli.common import DTYPES, add_command
+from amrg.hub.assemble import assemble_from_pretrained
+from amrg.hub.export import save_model_folder
+from amrg.hub.loading import load_model_folder
+from amrg.hub.presets import build_tiny_model
+from amrg.hub.push import push_model_folder
+from modeling_amrg import AMRG_PRESETS
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    if args.preset != "tiny":
+        raise ValueError(
+            f"`--preset {args.preset}` cannot be initialised randomly here (billions of parameters); use "
+            "`amrg assemble` with pretrained parts for the paper's sizes"
+        )
+    model, processor = build_tiny_model(seed=args.seed)
+    path = save_model_folder(model, processor, args.output, overwrite=args.overwrite)
+    print(f"wrote a random tiny AM-MRG model to {path} (seed {args.seed})")
+    return 0
+
+
+def _cmd_assemble(args: argparse.Namespace) -> int:
+    model, processor = assemble_from_pretrained(
+        language_model=args.language_model,
+        vision_model=args.vision_model,
+        vision_checkpoint=args.vision_checkpoint,
+        vision_pretrained=not args.random_vision,
+        text_encoder=args.text_encoder,
+        image_size=args.image_size,
+        vision_kwargs=json.loads(args.vision_kwargs),
+        dtype=DTYPES[args.dtype],
+    )
+    path = save_model_folder(model, processor, args.output, overwrite=args.overwrite)
+    print(f"wrote the assembled AM-MRG model to {path}")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    if not 1 <= len(args.images) <= 2:
+        raise ValueError(f"give one study: one or two images (frontal, lateral), got {len(args.images)}")
+    model, processor = load_model_folder(args.model)
+    inputs = processor(images=[list(args.images)])  # unreadable images fail here, before any generation
+    overrides = {key: value for key, value in (("max_new_tokens", args.max_new_tokens),
+                                               ("num_beams", args.num_beams)) if value is not None}
+    if args.max_new_tokens is not None:
+        overrides["min_new_tokens"] = min(model.generation_config.min_new_tokens or 0, args.max_new_tokens)
+    with torch.no_grad():
+        sequences = model.generate(**inputs, **overrides)
+        probabilities = model.predict_disease_probabilities(inputs["pixel_values"], inputs["view_mask"])[0]
+    report = processor.post_process_report_generation(sequences, inputs["input_ids"].shape[1])[0]
+    if args.json:
+        names = model.config.observation_names
+        payload = {"report": report, "probabilities": dict(zip(names, (round(p, 6) for p in probabilities.tolist())))}
+        print(json.dumps(payload, indent=2))
+    else:
+        print(report)
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    commit = push_model_folder(args.model, args.repo_id, private=args.private, message=args.message)
+    print(f"pushed {args.model} to {args.repo_id}: {commit}")
+    return 0
+
+
+def add_model_commands(subparsers) -> None:
+    init = add_command(subparsers, "init", "write a random model folder from a preset", _cmd_init)
+    init.add_argument("--preset", default="tiny", choices=sorted(AMRG_PRESETS))
+    init.add_argument("--output", required=True)
+    init.add_argument("--seed", type=int, default=0)
+    init.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+
+    assemble = add_command(subparsers, "assemble",
+                           "build a model from pretrained vision, report-encoder and LLM parts", _cmd_assemble)
+    assemble.add_argument("--language-model", required=True, help="causal LM path or Hub id (e.g. Llama-2-7B)")
+    assemble.add_argument("--vision-model", default="swin_base_patch4_window7_224", help="timm architecture")
+    assemble.add_argument("--vision-checkpoint", help="local vision weights (safetensors or weights-only torch)")
+    assemble.add_argument("--random-vision", action="store_true", help="do not load pretrained vision weights")
+    assemble.add_argument("--text-encoder", default="emilyalsentzer/Bio_ClinicalBERT",
+                          help="report encoder path or Hub id")
+    assemble.add_argument("--image-size", type=int, default=224)
+    assemble.add_argument("--vision-kwargs", default="{}", help="JSON of extra timm.create_model arguments")
+    assemble.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    assemble.add_argument("--output", required=True)
+    assemble.add_argument("--overwrite", action="store_true")
+
+    generate = add_command(subparsers, "generate", "write the report of one study (one or two views)", _cmd_generate)
+    generate.add_argument("--model", required=True, help="model folder")
+    generate.add_argument("images", nargs="+", help="frontal [lateral] image files")
+    generate.add_argument("--json", action="store_true", help="also print the 14 disease probabilities")
+    generate.add_argument("--max-new-tokens", type=int)
+    generate.add_argument("--num-beams", type=int)
+
+    push = add_command(subparsers, "push",
+                       "upload a model folder to the Hugging Face Hub (needs network and a token)", _cmd_push)
+    push.add_argument("--model", required=True)
+    push.add_argument("--repo-id", required=True)
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--message", default="Upload AM-MRG model")
+
+
+__all__ = ["add_model_commands"]
