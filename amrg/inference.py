@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
@@ -30,19 +32,27 @@ def validation_generation_config(model) -> GenerationConfig:
 
 
 @torch.no_grad()
-def generate_reports(accelerator, model, processor: AmrgProcessor, rows, batch_size: int,
+def generate_reports(accelerator: Accelerator, model, processor: AmrgProcessor, rows, batch_size: int,
                      generation_config: GenerationConfig | None = None) -> dict:
-    """`{id: generated report}` for a split, with `generation_config` (default: the model's own)."""
-    collate = Stage2Collator(processor, with_targets=False)
-    loader, _ = make_loader(rows, collate, batch_size, 0, False)
+    """`{id: generated report}` for a split, with `generation_config` (default: the model's own).
+
+    With several processes the split is sharded (contiguous, uneven shares, no padding) and the reports are gathered,
+    so every process returns the whole split, in split order. Every process must call it."""
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.eval()
-    texts = []
-    for batch in tqdm(loader, desc="generating", disable=not accelerator.is_local_main_process):
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        sequences = unwrapped.generate(**batch, generation_config=generation_config)
-        texts.extend(processor.post_process_report_generation(sequences, batch["input_ids"].shape[1]))
-    return dict(zip(rows["id"], texts))
+    collate = Stage2Collator(processor, with_targets=False)
+    local = []
+    with accelerator.split_between_processes(list(range(len(rows)))) as mine:
+        shard = rows.select(mine)
+        loader, _ = make_loader(shard, collate, batch_size, 0, False)
+        for batch in tqdm(loader, desc="generating", disable=not accelerator.is_local_main_process):
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            with accelerator.autocast():
+                sequences = unwrapped.generate(**batch, generation_config=generation_config)
+            local.extend(processor.post_process_report_generation(sequences, batch["input_ids"].shape[1]))
+        local = list(zip(shard["id"], local))
+    gathered = gather_object(local) if accelerator.num_processes > 1 else local
+    return dict(gathered)
 
 
 def write_predictions(path: str | os.PathLike, predictions: dict) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import torch
 from transformers import AutoConfig, Blip2QFormerConfig, PretrainedConfig
 from transformers.models.auto import CONFIG_MAPPING
 from transformers.utils import logging
@@ -42,6 +43,7 @@ VALID_UNCERTAIN_POLICIES = ("zeros", "ones", "ignore")
 VALID_BLANK_POLICIES = ("zeros", "ignore")
 VALID_INPUT_BLOCKS = ("vision", "query", "memory")
 VALID_VIEW_FUSION = ("mean",)
+VALID_LANGUAGE_MODEL_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _require(condition: bool, field: str, value: Any, expected: str) -> None:
@@ -211,6 +213,12 @@ class AmrgConfig(PretrainedConfig):
         view_fusion (`str`, *optional*, defaults to `"mean"`): how two views are fused: the vision tokens of the
             present views are averaged position-wise (the R2GenGPT lineage), so one- and two-view studies give the
             same number of image tokens.
+        language_model_dtype (`str`, *optional*): parameter dtype of the LLM (`"float32"`, `"bfloat16"` or
+            `"float16"`) when it differs from the rest of the model, e.g. a bfloat16 LLM beside a float32 image side.
+            `AmrgForConditionalGeneration.save_pretrained` records it (left `None`, and absent from config.json, for
+            an all-float32 model) and the model builds its LLM in this dtype, so `from_pretrained` with no `dtype`
+            or `dtype="auto"` restores the saved mix. An explicit `dtype` given to `from_pretrained` wins (the whole
+            model is then loaded in that dtype). A `torch.dtype` is accepted and stored by name.
 
     Example:
 
@@ -257,6 +265,7 @@ class AmrgConfig(PretrainedConfig):
         freeze_language_model: bool = True,
         view_fusion: str = "mean",
         initializer_range: float = 0.02,
+        language_model_dtype: str | torch.dtype | None = None,
         **kwargs: Any,
     ) -> None:
         self.vision_config = self._build_sub_config(vision_config, AmrgVisionConfig, "vision_config")
@@ -308,6 +317,10 @@ class AmrgConfig(PretrainedConfig):
                  f"a permutation of {list(VALID_INPUT_BLOCKS)}")
         _require(view_fusion in VALID_VIEW_FUSION, "view_fusion", view_fusion, f"one of {VALID_VIEW_FUSION}")
         _require(isinstance(generation_prompt, str), "generation_prompt", generation_prompt, "a string")
+        if isinstance(language_model_dtype, torch.dtype):
+            language_model_dtype = str(language_model_dtype).removeprefix("torch.")
+        _require(language_model_dtype is None or language_model_dtype in VALID_LANGUAGE_MODEL_DTYPES,
+                 "language_model_dtype", language_model_dtype, f"None or one of {VALID_LANGUAGE_MODEL_DTYPES}")
         for name, value in (("visual_bank_max_rows_per_disease", visual_bank_max_rows_per_disease),
                             ("report_bank_target_rows", report_bank_target_rows)):
             _require(isinstance(value, int) and value > 0, name, value, "a positive integer")
@@ -333,6 +346,7 @@ class AmrgConfig(PretrainedConfig):
         self.freeze_language_model = bool(freeze_language_model)
         self.view_fusion = view_fusion
         self.initializer_range = initializer_range
+        self.language_model_dtype = language_model_dtype
         super().__init__(**kwargs)
 
     @staticmethod
@@ -344,6 +358,15 @@ class AmrgConfig(PretrainedConfig):
         if isinstance(value, config_class):
             return value
         raise ValueError(f"`{field}` must be a {config_class.__name__} or a dict, got {type(value)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """As `PretrainedConfig.to_dict`, without `language_model_dtype` when it is `None`: config.json of an
+        all-float32 model stays as it was before the field existed (transformers writes every attribute that the
+        base `PretrainedConfig` lacks, `None` included)."""
+        output = super().to_dict()
+        if output.get("language_model_dtype", "") is None:
+            del output["language_model_dtype"]
+        return output
 
     @property
     def num_observations(self) -> int:

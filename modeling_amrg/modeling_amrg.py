@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import copy
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,11 +12,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers import AutoModelForCausalLM, GenerationConfig, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput, logging
 
-from .configuration_amrg import AmrgConfig
+from .configuration_amrg import VALID_LANGUAGE_MODEL_DTYPES, AmrgConfig
 from .modeling_amrg_disease import (
     AmrgDiseaseClassifier,
     AmrgDiseaseEncoder,
@@ -51,6 +53,15 @@ def report_generation_config(config: AmrgConfig, dataset: str = "iu_xray") -> Ge
         eos_token_id=text.eos_token_id,
         pad_token_id=text.pad_token_id,
     )
+
+
+def _explicit_dtype(kwargs: dict[str, Any]) -> bool:
+    """Whether `from_pretrained`/`_from_config` keyword arguments ask for a dtype (`dtype`, or the older
+    `torch_dtype`) other than `"auto"`."""
+    dtype = kwargs.get("dtype")
+    if dtype is None:
+        dtype = kwargs.get("torch_dtype")
+    return dtype is not None and not (isinstance(dtype, str) and dtype == "auto")
 
 
 def merge_image_features(
@@ -177,6 +188,32 @@ class AmrgPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["AmrgDiseaseEncoder", "AmrgHopfieldMemory", "AmrgMemoryBank"]
     _skip_keys_device_placement = "cache"
     _supports_sdpa = True
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike | None, *model_args: Any, **kwargs: Any
+    ) -> PreTrainedModel:
+        """`PreTrainedModel.from_pretrained`, where an explicit `dtype` (or `torch_dtype`) other than `"auto"` also
+        applies to the LLM: the LLM dtype recorded in `config.language_model_dtype` is then ignored. With no `dtype`
+        or `dtype="auto"` the saved mix comes back (e.g. a bfloat16 LLM beside a float32 image side)."""
+        if _explicit_dtype(kwargs):
+            config = kwargs.get("config")
+            if isinstance(config, PretrainedConfig):
+                config = copy.deepcopy(config)
+                config.language_model_dtype = None
+                kwargs["config"] = config
+            else:
+                # Read from config.json, then overridden by this keyword (as any configuration attribute).
+                kwargs["language_model_dtype"] = None
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+    @classmethod
+    def _from_config(cls, config: AmrgConfig, **kwargs: Any) -> PreTrainedModel:
+        """`from_config` with an explicit `dtype` builds the whole model, LLM included, in that dtype."""
+        if _explicit_dtype(kwargs) and getattr(config, "language_model_dtype", None) is not None:
+            config = copy.deepcopy(config)
+            config.language_model_dtype = None
+        return super()._from_config(config, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -359,13 +396,40 @@ class AmrgForConditionalGeneration(AmrgPreTrainedModel, GenerationMixin):
             else None
         )
         self.language_projection = AmrgMultiModalProjector(config)
-        self.language_model = language_model or AutoModelForCausalLM.from_config(config.text_config)
+        if language_model is None:
+            # A recorded LLM dtype (see `save_pretrained`): the LLM is built in it as transformers builds a model
+            # loaded with that dtype (float32 rotary buffers kept), so `from_pretrained` reads the saved tensors
+            # without upcasting them while the rest of the model keeps the loading dtype.
+            llm_dtype = getattr(torch, config.language_model_dtype) if config.language_model_dtype else None
+            language_model = AutoModelForCausalLM.from_config(
+                config.text_config, **({"dtype": llm_dtype} if llm_dtype is not None else {})
+            )
+        self.language_model = language_model
         if config.freeze_language_model:
             self.language_model.requires_grad_(False)
         self.post_init()
         # The released code's decoding defaults; `from_pretrained` then replaces them with the saved
         # generation_config.json.
         self.generation_config = report_generation_config(config)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """`PreTrainedModel.save_pretrained`, recording the LLM's parameter dtype in `config.language_model_dtype`
+        so that `from_pretrained` restores e.g. a bfloat16 LLM beside a float32 image side. Left `None` (and absent
+        from config.json) when the LLM and the rest of the model are float32."""
+        llm_dtype = self.language_model.dtype
+        main_dtype = self.dtype
+        name = str(llm_dtype).removeprefix("torch.")
+        if llm_dtype == torch.float32 and main_dtype == torch.float32:
+            self.config.language_model_dtype = None
+        elif name in VALID_LANGUAGE_MODEL_DTYPES:
+            self.config.language_model_dtype = name
+        else:
+            logger.warning(
+                "The LLM's dtype %s is not one of %s: it is not recorded, and the LLM will load in the model's dtype",
+                name, VALID_LANGUAGE_MODEL_DTYPES,
+            )
+            self.config.language_model_dtype = None
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     # Embedding accessors are delegated explicitly rather than left to transformers' fallbacks.
     def get_input_embeddings(self) -> nn.Module:

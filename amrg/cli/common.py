@@ -24,4 +24,26 @@ def add_command(subparsers, name: str, help: str, func: Callable[[argparse.Names
     return parser
 
 
-__all__ = ["DTYPES", "add_command"]
+def resolve_device(name: str | None) -> torch.device:
+    """`--device`: a torch device string (`cpu`, `cuda`, `cuda:1`, `mps`...); None picks CUDA when available."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"--device {name!r} is not a torch device ({error})") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        raise ValueError(f"--device {name!r}: no {device.type} device is available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA devices")
+    return device
+
+
+def add_device_options(parser: argparse.ArgumentParser, dtype_help: str) -> None:
+    """`--device` and `--dtype` for the commands that run a model outside the training loop."""
+    parser.add_argument("--device", help="torch device (cpu, cuda, cuda:1...); default: cuda when available, else cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), help=dtype_help)
+
+
+__all__ = ["DTYPES", "add_command", "add_device_options", "resolve_device"]

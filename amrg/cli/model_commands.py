@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from amrg.cli.common import DTYPES, add_command
+from amrg.cli.common import DTYPES, add_command, add_device_options, resolve_device
 from amrg.hub.assemble import assemble_from_pretrained
 from amrg.hub.export import save_model_folder
 from amrg.hub.loading import load_model_folder
@@ -47,8 +47,11 @@ def _cmd_assemble(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     if not 1 <= len(args.images) <= 2:
         raise ValueError(f"give one study: one or two images (frontal, lateral), got {len(args.images)}")
-    model, processor = load_model_folder(args.model)
-    inputs = processor(images=[list(args.images)])  # unreadable images fail here, before any generation
+    device = resolve_device(args.device)
+    dtype = {"dtype": DTYPES[args.dtype]} if args.dtype else {}  # default: the dtypes the folder was saved in
+    model, processor = load_model_folder(args.model, **dtype)
+    model.to(device)
+    inputs = processor(images=[list(args.images)]).to(device)  # unreadable images fail here, before generation
     overrides = {key: value for key, value in (("max_new_tokens", args.max_new_tokens),
                                                ("num_beams", args.num_beams)) if value is not None}
     if args.max_new_tokens is not None:
@@ -99,6 +102,7 @@ def add_model_commands(subparsers) -> None:
     generate.add_argument("--json", action="store_true", help="also print the 14 disease probabilities")
     generate.add_argument("--max-new-tokens", type=int)
     generate.add_argument("--num-beams", type=int)
+    add_device_options(generate, "load the model in this dtype (default: as saved, e.g. a bf16 LLM stays bf16)")
 
     push = add_command(subparsers, "push",
                        "upload a model folder to the Hugging Face Hub (needs network and a token)", _cmd_push)

@@ -53,16 +53,19 @@ def build_visual_bank(
     batch_size: int = 32,
     mining: dict | None = None,
     provenance: dict | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> dict:
     """Bank contents for `AmrgForConditionalGeneration.set_memory_banks(visual=...)`. `mining` is the summary that
     `mine_regions` returned for `regions` (its settings are recorded with the bank, see `mining_provenance`);
-    `provenance` adds further entries (e.g. the seed)."""
+    `provenance` adds further entries (e.g. the seed). The tower runs where the model is (move it to the device
+    first), under autocast with `autocast_dtype` when given; rows are stored in fp32."""
     _refuse_non_train(split, force, "visual bank")
     config = model.config
     image_size = config.vision_config.image_size
     processor = AmrgImageProcessor(image_size=image_size)
     fill = (0 - torch.tensor(processor.image_mean)) / torch.tensor(processor.image_std)
     tower = model.disease_encoder.vision_tower.eval()
+    device = next(tower.parameters()).device
     grid = int(round(config.vision_config.num_tokens ** 0.5))
     patch_grid = image_size // patch_size
     index_of = {study: i for i, study in enumerate(rows["id"])}
@@ -72,7 +75,8 @@ def build_visual_bank(
         images = torch.stack([
             masked_image(processor.preprocess_view(rows[index_of[r.study_id]]["images"][0]), r.patches, patch_size,
                          fill) for r in chunk])
-        tokens = tower.encode_views(images)  # (B, grid*grid, width)
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            tokens = tower.encode_views(images.to(device))  # (B, grid*grid, width)
         for region, region_tokens in zip(chunk, tokens):
             seen = set()
             for patch, score in zip(region.patches, region.scores):
@@ -156,25 +160,27 @@ def proportional_quotas(frequencies: dict[str, int], available: dict[str, int], 
 
 @torch.no_grad()
 def encode_sentences(
-    sentences: list[str], encoder_path: str, pooling: str = "mean", batch_size: int = 64
+    sentences: list[str], encoder_path: str, pooling: str = "mean", batch_size: int = 64,
+    device: str | torch.device = "cpu",
 ) -> torch.Tensor:
     """Sentence vectors from a transformers encoder (Bio_ClinicalBERT in the paper)."""
     if pooling not in ("mean", "cls"):
         raise ValueError(f"`pooling` must be 'mean' or 'cls', got {pooling!r}")
     tokenizer = AutoTokenizer.from_pretrained(encoder_path)
-    encoder = AutoModel.from_pretrained(encoder_path).eval()
+    encoder = AutoModel.from_pretrained(encoder_path).eval().to(device)
     vectors = []
     for first in range(0, len(sentences), batch_size):
         batch = tokenizer(sentences[first:first + batch_size], padding=True, truncation=True, max_length=128,
                           return_tensors="pt")
         batch.pop("token_type_ids", None)
+        batch = batch.to(device)
         hidden = encoder(**batch).last_hidden_state
         if pooling == "cls":
             vectors.append(hidden[:, 0])
         else:
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             vectors.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
-    return torch.cat(vectors).float() if vectors else torch.zeros(0, encoder.config.hidden_size)
+    return torch.cat(vectors).float().cpu() if vectors else torch.zeros(0, encoder.config.hidden_size)
 
 
 def build_report_memory(
@@ -187,6 +193,7 @@ def build_report_memory(
     pooling: str = "mean",
     labeler=None,
     provenance: dict | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict:
     """Report-memory contents for `set_memory_banks(report=...)` (see the module docstring)."""
     _refuse_non_train(split, force, "report memory")
@@ -206,7 +213,7 @@ def build_report_memory(
         chosen.extend((observation, pool[i]) for i in sorted(picks))
     sentences = [s for _, s in chosen]
     return {
-        "embeddings": encode_sentences(sentences, encoder_path, pooling),
+        "embeddings": encode_sentences(sentences, encoder_path, pooling, device=device),
         "disease_ids": [CHEXPERT_OBSERVATIONS.index(o) for o, _ in chosen],
         "source_ids": [f"sentence-{i}" for i in range(len(chosen))],
         "texts": sentences,

@@ -113,11 +113,14 @@ def mine_regions(
     overlays_dir: str | Path | None = None,
     n_overlays: int = 8,
     masks: dict[tuple[str, str], np.ndarray] | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> tuple[list[Region], dict]:
     """Mine regions from `rows` (a `datasets.Dataset` split with `id`, `images`, `labels`).
 
-    Returns the regions and a summary: counts, throughput (study-observation pairs per second) and, when ground-truth
-    `masks` `{(study_id, observation): bool (H, W)}` are given, how often kept patches hit them against chance."""
+    The model runs where it is (move it to the device first); `autocast_dtype` (e.g. `torch.bfloat16`) runs its
+    forward under autocast. Returns the regions and a summary: counts, throughput (study-observation pairs per
+    second) and, when ground-truth `masks` `{(study_id, observation): bool (H, W)}` are given, how often kept patches
+    hit them against chance."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     if split != TRAIN_SPLIT and not allow_non_train:
         raise ValueError(f"mining on the {split!r} split is refused: banks must come from training data "
@@ -128,6 +131,7 @@ def mine_regions(
         raise ValueError(f"`patch_size` {patch_size} must divide the image size {image_size}")
     processor = AmrgImageProcessor(image_size=image_size)
     model.eval()
+    device = next(model.parameters()).device
     pairs = [(i, j) for i, labels in enumerate(rows["labels"]) for j, value in enumerate(labels)
              if value == 1.0 and CHEXPERT_OBSERVATIONS[j] != "No Finding"]
     regions: list[Region] = []
@@ -140,7 +144,11 @@ def mine_regions(
             studies = sorted({i for i, _ in chunk})
             images = {i: processor.preprocess_view(rows[i]["images"][0]) for i in studies}
             batch = torch.stack([images[i] for i, _ in chunk])
-            maps = cam(input_tensor=batch, targets=[ClassifierOutputTarget(j) for _, j in chunk])
+            # Autocast rather than casting the weights: grad-cam reads activations and gradients as numpy arrays,
+            # which have no bfloat16 (the final LayerNorm, the CAM's target layer, runs in fp32 under autocast).
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                                enabled=autocast_dtype is not None):
+                maps = cam(input_tensor=batch.to(device), targets=[ClassifierOutputTarget(j) for _, j in chunk])
             for (i, j), cam_map in zip(chunk, maps):
                 study, observation = rows[i]["id"], CHEXPERT_OBSERVATIONS[j]
                 patches, scores = select_patches(cam_map, patch_size, tau, top_k)

@@ -4,6 +4,7 @@ collators are in `amrg.data.batching`."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -17,7 +18,8 @@ from typing import Any
 import accelerate
 import torch
 import transformers
-from accelerate.utils import set_seed
+from accelerate import Accelerator
+from accelerate.utils import gather_object, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -38,7 +40,9 @@ class TrainArguments:
     weight_decay: float = 0.01
     batch_size: int = 8
     gradient_accumulation_steps: int = 1
-    mixed_precision: str = "no"
+    # None: the launcher's choice (`accelerate launch --mixed_precision`, ACCELERATE_MIXED_PRECISION, DeepSpeed's
+    # config); a value given here overrides it.
+    mixed_precision: str | None = None
     seed: int = 0
     checkpointing_steps: int = 0  # 0: no intermediate checkpoints
     resume_from_checkpoint: str | None = None
@@ -62,6 +66,55 @@ class JsonLogger:
             handle.write(json.dumps(record) + "\n")
 
 
+def make_accelerator(args: TrainArguments) -> Accelerator:
+    """The run's `Accelerator`: gradient accumulation from `args`, mixed precision from `args` when given, else from
+    the launcher (a value of None lets accelerate read `accelerate launch`'s choice or DeepSpeed's config)."""
+    return Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
+                       mixed_precision=args.mixed_precision, project_dir=str(args.output_dir))
+
+
+def effective_setup(accelerator: Accelerator, model: torch.nn.Module) -> dict:
+    """What the run really uses, whatever was asked: precision, processes, backend, and parameter dtypes (trainable and
+    frozen), recorded in the run configuration."""
+    dtypes: dict[str, dict[str, int]] = {"trainable": {}, "frozen": {}}
+    for parameter in model.parameters():
+        group = dtypes["trainable" if parameter.requires_grad else "frozen"]
+        name = str(parameter.dtype).removeprefix("torch.")
+        group[name] = group.get(name, 0) + parameter.numel()
+    return {
+        "mixed_precision": accelerator.mixed_precision, "num_processes": accelerator.num_processes,
+        "distributed_type": str(accelerator.distributed_type), "device": str(accelerator.device),
+        "parameter_dtypes": dtypes,
+    }
+
+
+def check_processes_agree(accelerator: Accelerator, description: dict) -> None:
+    """Refuse, on every process, a launch whose processes were given different runs (arguments, data): each process
+    gathers every process's `description` (JSON-serialisable) and raises `ValueError` naming the keys that differ.
+    Without this check such a launch hangs or silently trains on a mix."""
+    if accelerator.num_processes == 1:
+        return
+    mine = json.dumps(description, sort_keys=True, default=str)
+    everyone = gather_object([mine])
+    if all(other == mine for other in everyone):
+        return
+    decoded = [json.loads(other) for other in everyone]
+    keys = sorted({key for d in decoded for key in d if any(d.get(key) != e.get(key) for e in decoded)})
+    raise ValueError(f"the {accelerator.num_processes} processes of this launch were given different runs: "
+                     f"{', '.join(keys)} differ between ranks (every process must get the same arguments and data)")
+
+
+def data_fingerprint(dataset) -> dict:
+    """Per split: the number of studies and a hash of their ids and reports (`check_processes_agree`'s data part)."""
+    fingerprint = {}
+    for split, rows in dataset.items():
+        digest = hashlib.sha256()
+        for study, report in zip(rows["id"], rows["report"]):
+            digest.update(f"{study}\x00{report}\x01".encode())
+        fingerprint[split] = f"{len(rows)}:{digest.hexdigest()[:16]}"
+    return fingerprint
+
+
 def save_run_config(output_dir: Path, stage: str, arguments: dict) -> None:
     """The run's full configuration, seed and software versions, next to its outputs."""
     write_json(output_dir / f"{stage}_run_config.json", {
@@ -70,17 +123,35 @@ def save_run_config(output_dir: Path, stage: str, arguments: dict) -> None:
     })
 
 
+def set_train_mode(model: torch.nn.Module, unwrapped: torch.nn.Module) -> None:
+    """`model.train()` (`model` may be a DDP / DeepSpeed wrapper of `unwrapped`), except that a direct child of
+    `unwrapped` whose parameters are all frozen goes to eval mode: what a stage keeps fixed must also run as it will at
+    inference (no dropout or drop-path in a frozen Swin, Q-Former or LLM)."""
+    model.train()
+    for child in unwrapped.children():
+        parameters = list(child.parameters())
+        if parameters and not any(parameter.requires_grad for parameter in parameters):
+            child.eval()
+
+
 def total_steps(loader_length: int, epochs: int, accumulation: int, max_steps: int) -> int:
     steps = math.ceil(loader_length / accumulation) * epochs
     return min(steps, max_steps) if max_steps else steps
 
 
-def resume_position(checkpoint: str | None) -> tuple[int, int]:
-    """(epoch, batches to skip in it) of a `step_<n>` checkpoint folder written by `save_checkpoint`."""
-    if not checkpoint:
-        return 0, 0
-    state = json.loads((Path(checkpoint) / "position.json").read_text())
-    return state["epoch"], state["batch_in_epoch"]
+def read_position(checkpoint: str, num_processes: int) -> dict:
+    """The data position of a `step_<n>` checkpoint folder written by `save_checkpoint`: `step`, `epoch` and
+    `batch_in_epoch`. A checkpoint written by another number of processes is refused: each process's share of the
+    data, and so the position, depends on it."""
+    path = Path(checkpoint) / "position.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{checkpoint} is not a checkpoint folder (no position.json)")
+    state = json.loads(path.read_text())
+    saved = state.get("num_processes", 1)
+    if saved != num_processes:
+        raise ValueError(f"checkpoint {checkpoint} was written by {saved} processes but this run has {num_processes}: "
+                         "resume with the same number of processes")
+    return state
 
 
 def save_checkpoint(accelerator, output_dir: Path, step: int, epoch: int, batch_in_epoch: int) -> Path:
@@ -88,7 +159,8 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, epoch: int, batch_
     folder = output_dir / "checkpoints" / f"step_{step}"
     accelerator.save_state(str(folder))
     if accelerator.is_main_process:
-        write_json(folder / "position.json", {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch})
+        write_json(folder / "position.json", {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
+                                              "num_processes": accelerator.num_processes})
     return folder
 
 
@@ -115,11 +187,11 @@ def fit(
     Returns the number of optimiser steps taken."""
     output_dir = Path(args.output_dir)
     planned = total_steps(len(loader), args.epochs, args.gradient_accumulation_steps, args.max_steps)
-    start_epoch, skip_batches = resume_position(args.resume_from_checkpoint)
-    step = 0
+    start_epoch, skip_batches, step = 0, 0, 0
     if args.resume_from_checkpoint:
+        position = read_position(args.resume_from_checkpoint, accelerator.num_processes)
+        start_epoch, skip_batches, step = position["epoch"], position["batch_in_epoch"], position["step"]
         accelerator.load_state(args.resume_from_checkpoint)
-        step = json.loads((Path(args.resume_from_checkpoint) / "position.json").read_text())["step"]
         logger.info("resumed %s from %s at step %d (epoch %d, batch %d)", stage, args.resume_from_checkpoint, step,
                     start_epoch, skip_batches)
     progress = tqdm(total=planned, initial=step, desc=stage, disable=not accelerator.is_local_main_process)
@@ -129,7 +201,7 @@ def fit(
             # accelerate's loader sets its sampler's epoch from its own iteration counter, which a resumed run
             # (whose interrupted epoch ran through a skipping loader) has not advanced: set it explicitly.
             loader.set_epoch(epoch)
-        model.train()
+        set_train_mode(model, accelerator.unwrap_model(model))
         batches = accelerator.skip_first_batches(loader, skip_batches) if skip_batches else loader
         resuming_mid_epoch = skip_batches > 0
         if not resuming_mid_epoch:
@@ -161,7 +233,11 @@ def fit(
             if accelerator.sync_gradients:
                 step += 1
                 progress.update(1)
-                log.log(stage=stage, step=step, epoch=epoch, loss=running / count, lr=scheduler.get_last_lr()[0])
+                # The loss of the global batch: the mean over processes of each process's mean (every process
+                # takes part in this reduction; the main process logs it).
+                local_loss = torch.tensor(running / count, device=accelerator.device)
+                loss_value = float(accelerator.reduce(local_loss, "mean"))
+                log.log(stage=stage, step=step, epoch=epoch, loss=loss_value, lr=scheduler.get_last_lr()[0])
                 running, count = 0.0, 0
                 if args.checkpointing_steps and step % args.checkpointing_steps == 0:
                     save_checkpoint(accelerator, output_dir, step, epoch, batch_index)

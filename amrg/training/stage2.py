@@ -1,6 +1,7 @@
-"""Stage 2 (paper section III-C/D): train the Hopfield memories, the projections and the Q-Former with the LLM frozen
-(LoRA on the LLM via peft as an option), AdamW 1e-4 with cosine decay; validation with the project's NLG and CE
-metrics every epoch; the best epoch (BLEU-4 + CIDEr on val, R2GenGPT's criterion) is kept."""
+"""Stage 2 (paper section III-C/D): train the Hopfield memories and the projections to the LLM width, with the disease
+encoder fixed after stage 1 and the LLM frozen (LoRA on the LLM via peft as an option), AdamW 1e-4 with cosine
+decay; validation with the project's NLG and CE metrics every epoch, generated on every process's share of val; the
+best epoch (BLEU-4 + CIDEr on val, R2GenGPT's criterion) is kept."""
 
 from __future__ import annotations
 
@@ -9,27 +10,42 @@ import logging
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 from transformers import GenerationConfig, get_cosine_schedule_with_warmup
 
 from amrg.data.batching import Stage2Collator, make_loader
 from amrg.evaluation.predictions import score_split
 from amrg.hub.export import save_model_folder
 from amrg.inference import generate_reports, validation_generation_config
-from amrg.training.loop import JsonLogger, TrainArguments, arguments_dict, fit, save_run_config, total_steps
+from amrg.training.loop import (
+    JsonLogger,
+    TrainArguments,
+    arguments_dict,
+    check_processes_agree,
+    data_fingerprint,
+    effective_setup,
+    fit,
+    make_accelerator,
+    save_run_config,
+    total_steps,
+)
 from modeling_amrg import AmrgForConditionalGeneration, AmrgProcessor
 
 
 logger = logging.getLogger(__name__)
-# Stage 1's results stay fixed in stage 2: the tower, the disease queries and the classifier.
-FROZEN_IN_STAGE2 = ("disease_encoder.vision_tower.", "disease_encoder.disease_queries", "disease_encoder.classifier.")
+# The paper: "The trained disease query features are fixed after Stage 1". The disease encoder (vision tower, query
+# tokens, Q-Former, disease queries, classifier) stays as stage 1 left it, so the classifier's probabilities still
+# describe the features the memories are queried with; the LLM is frozen (LoRA adapters optional). The Hopfield
+# memories and the projections to the LLM width train.
+FROZEN_IN_STAGE2 = ("disease_encoder.", "language_model.")
 LORA_TARGETS = r".*\.(q_proj|k_proj|v_proj|o_proj)"
 
 
 def set_stage2_trainable(model: AmrgForConditionalGeneration, lora: bool = False, lora_rank: int = 8) -> None:
-    """Freeze what stage 2 keeps fixed; with `lora`, wrap the (frozen) LLM with peft LoRA adapters."""
+    """Freeze what stage 2 keeps fixed (`FROZEN_IN_STAGE2`); with `lora`, wrap the frozen LLM with peft LoRA
+    adapters. The training loop keeps fully frozen modules in eval mode (`amrg.training.loop.set_train_mode`)."""
     for name, parameter in model.named_parameters():
-        parameter.requires_grad = not name.startswith(FROZEN_IN_STAGE2) and not name.startswith("language_model.")
+        parameter.requires_grad = not name.startswith(FROZEN_IN_STAGE2)
     if lora:
         from peft import LoraConfig, get_peft_model
 
@@ -37,11 +53,14 @@ def set_stage2_trainable(model: AmrgForConditionalGeneration, lora: bool = False
         model.language_model = get_peft_model(model.language_model, config)
 
 
+def is_lora_wrapped(module: torch.nn.Module) -> bool:
+    """Whether `module` is a peft model (checked without importing peft, which only `--lora` needs)."""
+    return hasattr(module, "peft_config") and hasattr(module, "merge_and_unload")
+
+
 def merge_lora(model: AmrgForConditionalGeneration, adapter_dir: Path | None = None) -> None:
     """Save the adapters (optional) and fold them into the LLM, so the model saves as a plain AM-MRG model."""
-    from peft import PeftModel
-
-    if isinstance(model.language_model, PeftModel):
+    if is_lora_wrapped(model.language_model):
         if adapter_dir is not None:
             model.language_model.save_pretrained(adapter_dir)
         model.language_model = model.language_model.merge_and_unload()
@@ -60,14 +79,16 @@ def train_stage2(
     the best (BLEU-4 + CIDEr) as a loadable model folder in `output_dir/best`; returns it."""
     output_dir = Path(args.output_dir)
     generation_config = generation_config or validation_generation_config(model)
-    accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
-                              mixed_precision=args.mixed_precision, project_dir=str(output_dir))
+    accelerator = make_accelerator(args)
+    check_processes_agree(accelerator, {"arguments": arguments_dict(args), "lora": lora,
+                                        "data": data_fingerprint(dataset), "model": model.config.to_json_string()})
+    set_stage2_trainable(model, lora)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         save_run_config(output_dir, "stage2", {**arguments_dict(args), "lora": lora,
                                                "generation": generation_config.to_diff_dict(),
+                                               "effective": effective_setup(accelerator, model),
                                                "config": model.config.to_dict()})
-    set_stage2_trainable(model, lora)
     collate = Stage2Collator(processor, max_report_tokens=max_report_tokens)
     loader, sampler = make_loader(dataset["train"], collate, args.batch_size, args.seed, True, args.num_workers)
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -76,40 +97,42 @@ def train_stage2(
     scheduler = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=0, num_training_steps=max(1, steps))
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     log = JsonLogger(output_dir / "stage2_log.jsonl", accelerator.is_main_process)
-    best = {"score": -1.0}
+    best: dict = {"score": -1.0, "epoch": None}
 
     def compute_loss(model, batch):
         return model(**batch).loss
 
     def on_epoch_end(epoch: int, step: int) -> None:
+        # Every process generates its share of val and gets the whole split back; the main process scores it and
+        # every process learns the score, so that all of them enter `save_generator` (a collective) together.
         predictions = generate_reports(accelerator, model, processor, dataset["val"], args.batch_size,
                                        generation_config)
-        if not accelerator.is_main_process:
-            return
-        result = score_split(predictions, dataset["val"])
-        log.log(stage="stage2", step=step, epoch=epoch, val=result)
-        selection = result["nlg"]["BLEU_4"] + result["nlg"]["CIDEr"]
-        log.log(stage="stage2", step=step, epoch=epoch, val_selection_score=selection)
+        selection = None
+        if accelerator.is_main_process:
+            result = score_split(predictions, dataset["val"])
+            selection = result["nlg"]["BLEU_4"] + result["nlg"]["CIDEr"]
+            log.log(stage="stage2", step=step, epoch=epoch, val=result, val_selection_score=selection)
+        selection = broadcast_object_list([selection])[0]
         if selection > best["score"]:
             best.update(score=selection, epoch=epoch)
             save_generator(accelerator, model, processor, output_dir / "best")
 
     fit(accelerator, model, optimizer, scheduler, loader, sampler, args, compute_loss, on_epoch_end, log, "stage2")
-    if not (output_dir / "best").exists():
+    if best["epoch"] is None:  # stopped before the first validation (max_steps)
         save_generator(accelerator, model, processor, output_dir / "best")
-    log.log(stage="stage2", done=True, best_epoch=best.get("epoch"), best_val_bleu4_plus_cider=best["score"])
+    log.log(stage="stage2", done=True, best_epoch=best["epoch"], best_val_bleu4_plus_cider=best["score"])
+    accelerator.wait_for_everyone()
     return output_dir / "best"
 
 
 def save_generator(accelerator, model, processor: AmrgProcessor, target: Path) -> None:
-    """A loadable model folder (LoRA merged into a copy, so training can go on with the adapters)."""
+    """A loadable model folder, written by the main process; every process must call it. With LoRA the adapters
+    are saved beside it and merged into a copy, so that training goes on with the adapters."""
     accelerator.wait_for_everyone()
-    if not accelerator.is_main_process:
-        return
-    unwrapped = copy.deepcopy(accelerator.unwrap_model(model))
-    merge_lora(unwrapped, target.with_name(target.name + "_lora_adapter"))
-    for parameter in unwrapped.parameters():
-        parameter.requires_grad = True
-    save_model_folder(unwrapped, processor, target, overwrite=True)
-
-
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        if is_lora_wrapped(unwrapped.language_model):
+            unwrapped = copy.deepcopy(unwrapped)
+            merge_lora(unwrapped, target.with_name(target.name + "_lora_adapter"))
+        save_model_folder(unwrapped, processor, target, overwrite=True)
+    accelerator.wait_for_everyone()
