@@ -105,7 +105,7 @@ def _effective(folder: Path, stage: str) -> dict:
 
 
 def test_stage1_on_two_processes_trains_what_one_process_does(workspace):
-    _torchrun(*_stage1(workspace, "s1_two", 4))
+    _torchrun(*_stage1(workspace, "s1_two", 4, "--checkpointing-steps", "1"))
     _python(*_stage1(workspace, "s1_one", 8, "--checkpointing-steps", "1"))
     two, one = workspace / "s1_two", workspace / "s1_one"
     assert _effective(two, "stage1")["num_processes"] == 2 and _effective(one, "stage1")["num_processes"] == 1
@@ -113,6 +113,15 @@ def test_stage1_on_two_processes_trains_what_one_process_does(workspace):
     assert _losses(two / "stage1_log.jsonl") == pytest.approx(_losses(one / "stage1_log.jsonl"), rel=1e-5)
     assert _max_difference(two / "last" / "model.safetensors", one / "last" / "model.safetensors") < 1e-5
     assert (two / "best" / "model.safetensors").is_file()
+
+
+def test_two_processes_resume_exactly_from_a_checkpoint(workspace):
+    checkpoint = workspace / "s1_two" / "checkpoints" / "step_1"
+    assert checkpoint.is_dir(), "runs after test_stage1_on_two_processes_trains_what_one_process_does"
+    _torchrun(*_stage1(workspace, "s1_two_resumed", 4, "--resume-from-checkpoint", str(checkpoint)))
+    resumed, uninterrupted = workspace / "s1_two_resumed", workspace / "s1_two"
+    assert _losses(resumed / "stage1_log.jsonl") == _losses(uninterrupted / "stage1_log.jsonl")[1:]
+    assert _max_difference(resumed / "last" / "model.safetensors", uninterrupted / "last" / "model.safetensors") == 0
 
 
 def test_resuming_with_another_number_of_processes_is_refused_on_every_rank(workspace):
