@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,13 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # After the environment: huggingface_hub reads HF_HUB_OFFLINE when it is first imported.
+import timm  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+
 from amrg.hub.presets import build_tiny_model  # noqa: E402
+from amrg.hub.tiny_corpus import tiny_corpus  # noqa: E402
+from amrg.hub.tokenizer import LLAMA_SPECIAL_TOKENS, train_report_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +71,22 @@ def random_banks(config, visual_rows: int = 30, report_rows: int = 20, seed: int
 @pytest.fixture
 def banks():
     return random_banks
+
+
+TINY_SWIN = {"window_size": 4, "embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2]}
+
+
+def save_tiny_pretrained_parts(root: Path) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Stand-ins for downloaded parts, written to `root`: a timm Swin checkpoint (`swin.safetensors`, 64 x 64 input,
+    `TINY_SWIN`) and a Llama causal LM with a Llama-2-like tokenizer (no pad, no image token) in `llm/`."""
+    torch.manual_seed(0)
+    swin = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=0, img_size=64,
+                             **TINY_SWIN)
+    save_file({k: v.contiguous() for k, v in swin.state_dict().items()}, str(root / "swin.safetensors"))
+    tokenizer = train_report_tokenizer(tiny_corpus(), vocab_size=400, special_tokens=LLAMA_SPECIAL_TOKENS)
+    llm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                       bos_token_id=1, eos_token_id=2, pad_token_id=None))
+    llm.save_pretrained(root / "llm")
+    tokenizer.save_pretrained(root / "llm")
+    return swin, llm

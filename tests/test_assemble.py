@@ -4,32 +4,21 @@ BERT-style report encoder config and a Llama causal LM with a Llama-2-like token
 import json
 
 import pytest
-import timm
 import torch
-from safetensors.torch import save_file
-from transformers import BertConfig, LlamaConfig, LlamaForCausalLM
+from conftest import TINY_SWIN, save_tiny_pretrained_parts
+from transformers import BertConfig
 
 from amrg.cli import main
 from amrg.hub.assemble import assemble_from_pretrained
-from amrg.hub.tiny_corpus import tiny_corpus
-from amrg.hub.tokenizer import LLAMA_SPECIAL_TOKENS, train_report_tokenizer
 
 
-SWIN = {"window_size": 4, "embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2]}
+SWIN = TINY_SWIN
 
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
     root = tmp_path_factory.mktemp("parts")
-    torch.manual_seed(0)
-    swin = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=0, img_size=64, **SWIN)
-    save_file({k: v.contiguous() for k, v in swin.state_dict().items()}, str(root / "swin.safetensors"))
-    tokenizer = train_report_tokenizer(tiny_corpus(), vocab_size=400, special_tokens=LLAMA_SPECIAL_TOKENS)
-    llm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                       bos_token_id=1, eos_token_id=2, pad_token_id=None))
-    llm.save_pretrained(root / "llm")
-    tokenizer.save_pretrained(root / "llm")
+    swin, llm = save_tiny_pretrained_parts(root)
     BertConfig(hidden_size=48, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64).save_pretrained(
         root / "encoder")
     return root, swin, llm

@@ -8,38 +8,28 @@ from __future__ import annotations
 import json
 
 import pytest
-import timm
 import torch
+from conftest import TINY_SWIN, save_tiny_pretrained_parts
 from PIL import Image
-from safetensors.torch import load_file, save_file
-from transformers import LlamaConfig, LlamaForCausalLM
+from safetensors.torch import load_file
 
 from amrg.cli import main
 from amrg.data.phantoms import write_phantom_dataset
 from amrg.hub.assemble import assemble_from_pretrained
 from amrg.hub.export import save_model_folder
 from amrg.hub.tiny_corpus import tiny_corpus
-from amrg.hub.tokenizer import LLAMA_SPECIAL_TOKENS, train_report_tokenizer
 from amrg.memory.banks import make_tiny_report_encoder
 from modeling_amrg import AmrgForDiseaseClassification, AmrgProcessor
 
 
-SWIN = {"window_size": 4, "embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2]}
+SWIN = TINY_SWIN
 
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
     root = tmp_path_factory.mktemp("recipe")
     write_phantom_dataset(str(root / "data"), n=20, seed=1, size=64, num_proc=1)
-    torch.manual_seed(0)
-    swin = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=0, img_size=64, **SWIN)
-    save_file({k: v.contiguous() for k, v in swin.state_dict().items()}, str(root / "swin.safetensors"))
-    tokenizer = train_report_tokenizer(tiny_corpus(), vocab_size=400, special_tokens=LLAMA_SPECIAL_TOKENS)
-    llm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                       bos_token_id=1, eos_token_id=2, pad_token_id=None))
-    llm.save_pretrained(root / "llm")
-    tokenizer.save_pretrained(root / "llm")
+    swin, _ = save_tiny_pretrained_parts(root)
     make_tiny_report_encoder(root / "encoder", tiny_corpus(), hidden_size=32)
     # `amrg assemble` with small Hopfield and Q-Former sizes (the command's defaults are the paper's).
     model, processor = assemble_from_pretrained(
