@@ -43,8 +43,11 @@ class AmrgVisionModel(nn.Module):
             )
 
     def encode_views(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """`(N, C, H, W)` -> `(N, T, hidden)` tokens of each image (Swin's NHWC map flattened row-major)."""
-        features = self.backbone.forward_features(pixel_values)
+        """`(N, C, H, W)` -> `(N, T, hidden)` tokens of each image (Swin's NHWC map flattened row-major). The pixels
+        are cast to the dtype of the tower's first floating parameter (its patch embedding), so that a tower loaded in
+        bfloat16 reads the image processor's float32 output."""
+        dtype = next((p.dtype for p in self.backbone.parameters() if p.is_floating_point()), pixel_values.dtype)
+        features = self.backbone.forward_features(pixel_values.to(dtype))
         if features.dim() == 4:
             features = features.flatten(1, 2)
         if features.shape[1] != self.config.num_tokens:

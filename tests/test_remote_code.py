@@ -18,6 +18,8 @@ LOADER = textwrap.dedent(
     """
     import importlib.abc, json, sys
     import torch
+    from safetensors.torch import load_file, save_file
+
     class BlockRepository(importlib.abc.MetaPathFinder):
         # The repository is installed in this environment; make it unimportable, as on a user's machine.
         def find_spec(self, name, path=None, target=None):

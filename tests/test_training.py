@@ -62,7 +62,8 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, phantom_dataset):
     # interrupted mid-epoch: 5 batches per epoch, killed after optimiser step 3 (a checkpoint is written there)
     _stage1_weights(tmp_path / "cut", dataset, checkpointing_steps=3, max_steps=3)
     checkpoint = tmp_path / "cut" / "checkpoints" / "step_3"
-    assert json.loads((checkpoint / "position.json").read_text()) == {"step": 3, "epoch": 0, "batch_in_epoch": 3}
+    assert json.loads((checkpoint / "position.json").read_text()) == {"step": 3, "epoch": 0, "batch_in_epoch": 3,
+                                                                         "num_processes": 1}
     resumed = _stage1_weights(tmp_path / "cut", dataset, resume_from_checkpoint=str(checkpoint))
     for name, value in full.items():
         assert torch.equal(value, resumed[name]), name
