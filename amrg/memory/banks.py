@@ -15,9 +15,11 @@ Building from a split other than train is refused unless forced, and the provena
 
 from __future__ import annotations
 
+import heapq
 import logging
 import re
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +43,51 @@ def _refuse_non_train(split: str, force: bool, what: str) -> None:
                          "into the model (pass force=True / --force-split to override; it is recorded)")
 
 
+@dataclass(frozen=True, order=True)
+class _Candidate:
+    """A candidate row of V, ordered so that the *worse* candidate compares smaller: lower CAM score first, and, at
+    equal scores, the larger source id, then the later region (the final ranking is by score descending, then source
+    id ascending, then mining order)."""
+
+    score: float
+    inverted_source: tuple[int, ...]
+    inverted_region: int
+    source: str = field(compare=False)
+    region: int = field(compare=False)
+    cell: int = field(compare=False)
+
+
+def _candidate(score: float, source: str, region: int, cell: int) -> _Candidate:
+    # Inverting the code points turns "larger source id" into "smaller key"; the sentinel keeps a prefix after its
+    # extensions ("a" ranks before "ab", so "a" is the better one and must compare larger).
+    return _Candidate(float(score), tuple(-ord(c) for c in source) + (1,), -region, source, region, cell)
+
+
+def select_visual_rows(regions: list[Region], image_size: int, grid: int, patch_size: int,
+                       max_rows_per_disease: int) -> dict[int, list[_Candidate]]:
+    """Which rows V keeps, before any image is encoded: for each observation the `max_rows_per_disease` Swin cells
+    with the highest CAM score (ties by source id), one candidate per distinct cell of a region. A bounded heap per
+    observation keeps memory at the cap, however many regions were mined."""
+    patch_grid = image_size // patch_size
+    heaps: dict[int, list[_Candidate]] = defaultdict(list)
+    for index, region in enumerate(regions):
+        seen = set()
+        for patch, score in zip(region.patches, region.scores):
+            row, col = divmod(patch, patch_grid)
+            centre_y, centre_x = (row + 0.5) * patch_size, (col + 0.5) * patch_size
+            cell = int(centre_y * grid // image_size) * grid + int(centre_x * grid // image_size)
+            if cell in seen:
+                continue
+            seen.add(cell)
+            candidate = _candidate(score, f"{region.study_id}#{region.observation}#cell{cell}", index, cell)
+            heap = heaps[region.observation_index]
+            if len(heap) < max_rows_per_disease:
+                heapq.heappush(heap, candidate)
+            elif max_rows_per_disease and heap[0] < candidate:
+                heapq.heapreplace(heap, candidate)
+    return {index: sorted(heap, reverse=True) for index, heap in heaps.items()}
+
+
 @torch.no_grad()
 def build_visual_bank(
     model: AmrgForDiseaseClassification,
@@ -58,44 +105,46 @@ def build_visual_bank(
     """Bank contents for `AmrgForConditionalGeneration.set_memory_banks(visual=...)`. `mining` is the summary that
     `mine_regions` returned for `regions` (its settings are recorded with the bank, see `mining_provenance`);
     `provenance` adds further entries (e.g. the seed). The tower runs where the model is (move it to the device
-    first), under autocast with `autocast_dtype` when given; rows are stored in fp32."""
+    first), under autocast with `autocast_dtype` when given; rows are stored in fp32.
+
+    The ranking needs only the CAM scores, so the kept rows are chosen first (`select_visual_rows`) and only the
+    regions that hold one are encoded, each kept row copied out of its batch: memory and encoding time are bounded by
+    the bank's size, not by the number of mined regions."""
     _refuse_non_train(split, force, "visual bank")
     config = model.config
+    names = config.observation_names
     image_size = config.vision_config.image_size
     processor = AmrgImageProcessor(image_size=image_size)
     fill = (0 - torch.tensor(processor.image_mean)) / torch.tensor(processor.image_std)
     tower = model.disease_encoder.vision_tower.eval()
     device = next(tower.parameters()).device
     grid = int(round(config.vision_config.num_tokens ** 0.5))
-    patch_grid = image_size // patch_size
+    chosen = select_visual_rows(regions, image_size, grid, patch_size, max_rows_per_disease)
+    cells_of: dict[int, list[int]] = defaultdict(list)
+    for candidates in chosen.values():
+        for candidate in candidates:
+            cells_of[candidate.region].append(candidate.cell)
+    needed = sorted(cells_of)
     index_of = {study: i for i, study in enumerate(rows["id"])}
-    candidates: dict[int, list[tuple[float, str, torch.Tensor]]] = defaultdict(list)
-    for first in tqdm(range(0, len(regions), batch_size), desc="encoding visual bank"):
-        chunk = regions[first:first + batch_size]
+    vectors: dict[tuple[int, int], torch.Tensor] = {}
+    for first in tqdm(range(0, len(needed), batch_size), desc="encoding visual bank"):
+        chunk = needed[first:first + batch_size]
         images = torch.stack([
-            masked_image(processor.preprocess_view(rows[index_of[r.study_id]]["images"][0]), r.patches, patch_size,
-                         fill) for r in chunk])
+            masked_image(processor.preprocess_view(rows[index_of[regions[r].study_id]]["images"][0]),
+                         regions[r].patches, patch_size, fill) for r in chunk])
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             tokens = tower.encode_views(images.to(device))  # (B, grid*grid, width)
         for region, region_tokens in zip(chunk, tokens):
-            seen = set()
-            for patch, score in zip(region.patches, region.scores):
-                row, col = divmod(patch, patch_grid)
-                centre_y, centre_x = (row + 0.5) * patch_size, (col + 0.5) * patch_size
-                cell = int(centre_y * grid // image_size) * grid + int(centre_x * grid // image_size)
-                if cell in seen:
-                    continue
-                seen.add(cell)
-                source = f"{region.study_id}#{region.observation}#cell{cell}"
-                candidates[region.observation_index].append((score, source, region_tokens[cell].float().cpu()))
+            for cell in cells_of[region]:
+                # A copy, so that a kept row does not pin its whole batch of tokens in memory.
+                vectors[(region, cell)] = region_tokens[cell].float().cpu().clone()
     embeddings, disease_ids, source_ids, per_disease = [], [], [], {}
-    for index in sorted(candidates):
-        chosen = sorted(candidates[index], key=lambda item: (-item[0], item[1]))[:max_rows_per_disease]
-        per_disease[CHEXPERT_OBSERVATIONS[index]] = len(chosen)
-        for _, source, vector in chosen:
-            embeddings.append(vector)
+    for index in sorted(chosen):
+        per_disease[names[index]] = len(chosen[index])
+        for candidate in chosen[index]:
+            embeddings.append(vectors[(candidate.region, candidate.cell)])
             disease_ids.append(index)
-            source_ids.append(source)
+            source_ids.append(candidate.source)
     width = config.vision_config.hidden_size
     return {
         "embeddings": torch.stack(embeddings) if embeddings else torch.zeros(0, width),
