@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import inspect
+import math
 from typing import Any
 
 import torch
@@ -46,10 +49,67 @@ VALID_VIEW_FUSION = ("mean",)
 VALID_LANGUAGE_MODEL_DTYPES = ("float32", "bfloat16", "float16")
 
 
+# Keys that `PretrainedConfig` itself accepts or writes into config.json: its dataclass fields, the names that
+# `from_dict`/`from_pretrained` forward to the constructor, and the bookkeeping of saved files (`auto_map`,
+# `transformers_version`...). Any other key that a configuration's constructor does not name is a typo (e.g.
+# `hopfield_confg=`, or `beta` for `scaling`): PretrainedConfig would keep it as a stray attribute and the model would
+# silently use the default, so the AM-MRG configurations refuse it, naming it.
+_PRETRAINED_CONFIG_KEYS = frozenset(
+    {field.name for field in dataclasses.fields(PretrainedConfig)} if dataclasses.is_dataclass(PretrainedConfig)
+    else set()
+) | frozenset({
+    "model_type", "auto_map", "transformers_version", "architectures", "dtype", "torch_dtype", "_name_or_path",
+    "name_or_path", "_commit_hash", "num_labels", "id2label", "label2id", "problem_type", "output_attentions",
+    "output_hidden_states", "return_dict", "chunk_size_feed_forward", "is_encoder_decoder", "attn_implementation",
+    "experts_implementation", "_attn_implementation_internal", "_experts_implementation_internal",
+    "per_layer_config", "quantization_config",
+    # A generation setting that training code commonly sets on `model.config` (e.g. transformers' Trainer);
+    # PretrainedConfig drops it on load. Other generation settings belong in generation_config.json and are refused.
+    "use_cache",
+})
+
+
 def _require(condition: bool, field: str, value: Any, expected: str) -> None:
     """Raise a `ValueError` naming the configuration field, the value received and what was expected."""
     if not condition:
         raise ValueError(f"`{field}` must be {expected}, got {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    """A Python integer, not a bool (`True` would otherwise pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    """A finite real number, not a bool: NaN and infinities are refused for every float field (`scaling=inf` would
+    otherwise turn the Hopfield update into NaN and the report into nothing)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _constructor_keys(config_class: type) -> set[str]:
+    """The keyword arguments `config_class` understands: its constructor's named parameters, its dataclass fields
+    (transformers' own configurations), its `attribute_map` aliases and `PretrainedConfig`'s keys."""
+    keys = set(_PRETRAINED_CONFIG_KEYS) | set(getattr(config_class, "attribute_map", {}))
+    if dataclasses.is_dataclass(config_class):
+        keys.update(field.name for field in dataclasses.fields(config_class))
+    for name, parameter in inspect.signature(config_class.__init__).parameters.items():
+        if parameter.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL) and name != "self":
+            keys.add(name)
+    return keys
+
+
+def _refuse_unknown_keys(field: str, given: dict[str, Any], config_class: type, model_type: str | None) -> None:
+    """Raise a `ValueError` naming the keys of `given` that `config_class` does not understand, or a `model_type`
+    other than `model_type` (the configuration of another model)."""
+    unknown = sorted(set(given) - _constructor_keys(config_class))
+    if unknown:
+        raise ValueError(
+            f"`{field}` has unknown keys {unknown}: not fields of {config_class.__name__} (misspelled?)"
+        )
+    found = given.get("model_type")
+    if model_type is not None and found is not None and found != model_type:
+        raise ValueError(f"`{field}.model_type` must be {model_type!r}, got {found!r} (the configuration of another "
+                         "model)")
 
 
 class AmrgVisionConfig(PretrainedConfig):
@@ -84,11 +144,16 @@ class AmrgVisionConfig(PretrainedConfig):
         timm_kwargs: dict | None = None,
         **kwargs: Any,
     ) -> None:
-        _require(isinstance(timm_model_name, str) and bool(timm_model_name), "timm_model_name", timm_model_name,
-                 "a non-empty timm architecture name")
+        _refuse_unknown_keys(self.base_config_key, kwargs, type(self), self.model_type)
+        field = self.base_config_key
+        _require(isinstance(timm_model_name, str) and bool(timm_model_name), f"{field}.timm_model_name",
+                 timm_model_name, "a non-empty timm architecture name")
         for name, value in (("image_size", image_size), ("num_channels", num_channels),
                             ("hidden_size", hidden_size), ("num_tokens", num_tokens)):
-            _require(isinstance(value, int) and value > 0, name, value, "a positive integer")
+            _require(_is_int(value) and value > 0, f"{field}.{name}", value, "a positive integer")
+        kwargs_ok = isinstance(timm_kwargs, dict) and all(isinstance(key, str) for key in timm_kwargs)
+        _require(timm_kwargs is None or kwargs_ok, f"{field}.timm_kwargs", timm_kwargs,
+                 "a dict of timm.create_model keyword arguments")
         self.timm_model_name = timm_model_name
         self.image_size = image_size
         self.num_channels = num_channels
@@ -145,18 +210,24 @@ class AmrgHopfieldConfig(PretrainedConfig):
         dropout: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        _require(mode in VALID_HOPFIELD_MODES, "mode", mode, f"one of {VALID_HOPFIELD_MODES}")
-        _require(isinstance(hidden_size, int) and hidden_size > 0, "hidden_size", hidden_size, "a positive integer")
-        _require(isinstance(scaling, (int, float)) and scaling > 0, "scaling", scaling, "> 0 (the beta of eq. 2)")
-        _require(isinstance(step_size, (int, float)) and 0 < step_size < 1, "step_size", step_size,
+        _refuse_unknown_keys(self.base_config_key, kwargs, type(self), self.model_type)
+        field = self.base_config_key
+        _require(mode in VALID_HOPFIELD_MODES, f"{field}.mode", mode, f"one of {VALID_HOPFIELD_MODES}")
+        _require(_is_int(hidden_size) and hidden_size > 0, f"{field}.hidden_size", hidden_size, "a positive integer")
+        _require(_is_real(scaling) and scaling > 0, f"{field}.scaling", scaling,
+                 "a finite number > 0 (the beta of eq. 2)")
+        _require(_is_real(step_size) and 0 < step_size < 1, f"{field}.step_size", step_size,
                  "in (0, 1) so that the energy of eq. 2 never increases")
-        _require(isinstance(update_steps_max, int) and update_steps_max >= 1, "update_steps_max", update_steps_max,
+        _require(_is_int(update_steps_max) and update_steps_max >= 1, f"{field}.update_steps_max", update_steps_max,
                  "an integer >= 1")
-        _require(isinstance(update_steps_eps, (int, float)) and update_steps_eps >= 0, "update_steps_eps",
-                 update_steps_eps, ">= 0")
-        _require(isinstance(num_heads, int) and num_heads >= 1 and hidden_size % num_heads == 0, "num_heads",
+        _require(_is_real(update_steps_eps) and update_steps_eps >= 0, f"{field}.update_steps_eps", update_steps_eps,
+                 "a finite number >= 0")
+        _require(_is_int(num_heads) and num_heads >= 1 and hidden_size % num_heads == 0, f"{field}.num_heads",
                  num_heads, f"a positive divisor of hidden_size={hidden_size}")
-        _require(0 <= dropout < 1, "dropout", dropout, "in [0, 1)")
+        for name, value in (("normalize_state_pattern", normalize_state_pattern),
+                            ("normalize_stored_pattern", normalize_stored_pattern)):
+            _require(isinstance(value, bool), f"{field}.{name}", value, "true or false")
+        _require(_is_real(dropout) and 0 <= dropout < 1, f"{field}.dropout", dropout, "in [0, 1)")
         self.mode = mode
         self.hidden_size = hidden_size
         self.scaling = float(scaling)
@@ -268,10 +339,12 @@ class AmrgConfig(PretrainedConfig):
         language_model_dtype: str | torch.dtype | None = None,
         **kwargs: Any,
     ) -> None:
+        _refuse_unknown_keys("AmrgConfig", kwargs, type(self), self.model_type)
         self.vision_config = self._build_sub_config(vision_config, AmrgVisionConfig, "vision_config")
         self.hopfield_config = self._build_sub_config(hopfield_config, AmrgHopfieldConfig, "hopfield_config")
         if isinstance(qformer_config, dict) or qformer_config is None:
             qformer_config = dict(qformer_config or {})
+            _refuse_unknown_keys("qformer_config", qformer_config, Blip2QFormerConfig, Blip2QFormerConfig.model_type)
             given = qformer_config.get("encoder_hidden_size")
             if given is not None and given != self.vision_config.hidden_size:
                 raise ValueError(
@@ -289,7 +362,11 @@ class AmrgConfig(PretrainedConfig):
 
         if isinstance(text_config, dict):
             text_config = dict(text_config)
-            text_config = CONFIG_MAPPING[text_config.pop("model_type", "llama")](**text_config)
+            text_type = text_config.pop("model_type", "llama")
+            # Not checked key by key: an LLM's configuration legitimately carries its family's legacy keys.
+            _require(text_type in CONFIG_MAPPING, "text_config.model_type", text_type,
+                     "a model type known to this transformers")
+            text_config = CONFIG_MAPPING[text_type](**text_config)
         elif text_config is None:
             logger.info("`text_config` is None: using a Llama-2-7B-sized LlamaConfig.")
             text_config = CONFIG_MAPPING["llama"]()
@@ -297,17 +374,21 @@ class AmrgConfig(PretrainedConfig):
             raise ValueError(f"`text_config` must be a PretrainedConfig or a dict, got {type(text_config)!r}")
         self.text_config = text_config
 
+        _require(observation_names is None or isinstance(observation_names, (list, tuple)), "observation_names",
+                 observation_names, "a list of observation names")
         observation_names = list(CHEXPERT_OBSERVATIONS if observation_names is None else observation_names)
         unknown = [name for name in observation_names if name not in CHEXPERT_OBSERVATIONS]
         _require(not unknown, "observation_names", unknown, f"names from {list(CHEXPERT_OBSERVATIONS)}")
         _require(len(observation_names) > 0 and len(set(observation_names)) == len(observation_names),
                  "observation_names", observation_names, "a non-empty list without duplicates")
-        _require(isinstance(num_query_tokens, int) and num_query_tokens > 0, "num_query_tokens", num_query_tokens,
+        _require(_is_int(num_query_tokens) and num_query_tokens > 0, "num_query_tokens", num_query_tokens,
                  "a positive integer")
         _require(classifier_pooling in VALID_CLASSIFIER_POOLING, "classifier_pooling", classifier_pooling,
                  f"one of {VALID_CLASSIFIER_POOLING}")
-        _require(isinstance(orthogonality_loss_weight, (int, float)) and orthogonality_loss_weight >= 0,
-                 "orthogonality_loss_weight", orthogonality_loss_weight, ">= 0")
+        _require(_is_real(orthogonality_loss_weight) and orthogonality_loss_weight >= 0,
+                 "orthogonality_loss_weight", orthogonality_loss_weight, "a finite number >= 0")
+        _require(_is_real(initializer_range) and initializer_range >= 0, "initializer_range", initializer_range,
+                 "a finite number >= 0")
         _require(uncertain_label_policy in VALID_UNCERTAIN_POLICIES, "uncertain_label_policy",
                  uncertain_label_policy, f"one of {VALID_UNCERTAIN_POLICIES}")
         _require(blank_label_policy in VALID_BLANK_POLICIES, "blank_label_policy", blank_label_policy,
@@ -317,13 +398,21 @@ class AmrgConfig(PretrainedConfig):
                  f"a permutation of {list(VALID_INPUT_BLOCKS)}")
         _require(view_fusion in VALID_VIEW_FUSION, "view_fusion", view_fusion, f"one of {VALID_VIEW_FUSION}")
         _require(isinstance(generation_prompt, str), "generation_prompt", generation_prompt, "a string")
+        _require(image_token_index is None or (_is_int(image_token_index) and image_token_index >= 0),
+                 "image_token_index", image_token_index, "None or a token id >= 0")
+        _require(report_encoder_name_or_path is None or isinstance(report_encoder_name_or_path, str),
+                 "report_encoder_name_or_path", report_encoder_name_or_path, "None or a path or Hub id")
+        for name, value in (("use_visual_memory", use_visual_memory), ("use_report_memory", use_report_memory),
+                            ("projector_layer_norm", projector_layer_norm),
+                            ("freeze_language_model", freeze_language_model)):
+            _require(isinstance(value, bool), name, value, "true or false")
         if isinstance(language_model_dtype, torch.dtype):
             language_model_dtype = str(language_model_dtype).removeprefix("torch.")
         _require(language_model_dtype is None or language_model_dtype in VALID_LANGUAGE_MODEL_DTYPES,
                  "language_model_dtype", language_model_dtype, f"None or one of {VALID_LANGUAGE_MODEL_DTYPES}")
         for name, value in (("visual_bank_max_rows_per_disease", visual_bank_max_rows_per_disease),
                             ("report_bank_target_rows", report_bank_target_rows)):
-            _require(isinstance(value, int) and value > 0, name, value, "a positive integer")
+            _require(_is_int(value) and value > 0, name, value, "a positive integer")
 
         self.num_query_tokens = num_query_tokens
         self.observation_names = observation_names

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -13,20 +14,40 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
+from transformers.utils import logging
 
+
+logger = logging.get_logger(__name__)
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Smallest accepted side, in pixels. A radiograph smaller than this carries no diagnostic content (a 1 x 1 image
+# resized to the model's input is one flat grey), so a report written from it would be invented: it is refused.
+MIN_IMAGE_SIDE = 16
+# PIL modes read as they are: one channel of integers or floats (8, 16 and 32 bit). Every other mode (RGB, RGBA,
+# palette, 1-bit, grey + alpha, CMYK...) is converted to luminance ("L"); alpha is dropped.
+_SINGLE_CHANNEL_MODES = ("L", "I", "F", "I;16", "I;16L", "I;16B", "I;16N")
+# Keys that transformers' processor files carry beside the constructor's arguments.
+_SAVED_KEYS = ("auto_map", "image_processor_type", "processor_class", "_processor_class")
 
 
-def load_grayscale(image: ImageLike) -> np.ndarray:
+def load_grayscale(image: ImageLike, name: str | None = None) -> np.ndarray:
     """Read one radiograph as a float32 `(H, W)` array scaled to [0, 1] by its own minimum and maximum.
 
     Per-image min-max scaling handles 8-bit, 16-bit and float inputs alike (MAIRA-2's convention); colour images are
-    converted to luminance. Files that are missing, empty, truncated or not images raise an error naming the file."""
+    converted to luminance. Every refusal is a `ValueError` (`FileNotFoundError` for a missing file) whose message
+    starts with the image: the file path, else `name` (e.g. "study 0, view 1"), else the kind of input.
+
+    Refused: files that are missing, empty, truncated, not images or decompression bombs (PIL's limit); NaN or
+    infinite values; images smaller than `MIN_IMAGE_SIDE` pixels on a side. A uniform image (every pixel equal:
+    all black, all white) is read as zeros with a warning naming it (logger of this module): it holds no
+    information, so any report written from it describes nothing that is in the image."""
     if isinstance(image, (str, os.PathLike)):
         path = os.fspath(image)
+        label = path
+        if os.path.isdir(path):
+            raise ValueError(f"image file {path} is a folder, not an image")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"image file not found: {path}")
         if os.path.getsize(path) == 0:
@@ -35,24 +56,43 @@ def load_grayscale(image: ImageLike) -> np.ndarray:
             with Image.open(path) as handle:
                 handle.load()
                 array = _pil_to_array(handle)
-        except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        except Image.DecompressionBombError as error:
+            raise ValueError(f"cannot read image file {path}: too many pixels for a radiograph ({error})") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
             raise ValueError(f"cannot read image file {path}: {error}") from error
     elif isinstance(image, Image.Image):
-        array = _pil_to_array(image)
+        label = name or f"PIL image ({image.mode}, {image.size[0]} x {image.size[1]})"
+        try:
+            array = _pil_to_array(image)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{label}: cannot read it: {error}") from error
     elif isinstance(image, (np.ndarray, torch.Tensor)):
-        array = _array_to_gray(np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image))
+        label = name or f"image array of shape {tuple(image.shape)}"
+        try:
+            array = _array_to_gray(np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image))
+        except ValueError as error:
+            raise ValueError(f"{label}: {error}") from None
     else:
         raise TypeError(f"an image must be a file path, PIL image, numpy array or tensor, got {type(image).__name__}")
     if array.size == 0:
-        raise ValueError(f"image has no pixels (shape {array.shape})")
+        raise ValueError(f"{label}: image has no pixels (shape {array.shape})")
     if not np.isfinite(array).all():
-        raise ValueError("image holds NaN or infinite values")
+        raise ValueError(f"{label}: image holds NaN or infinite values")
+    if min(array.shape) < MIN_IMAGE_SIDE:
+        height, width = array.shape
+        raise ValueError(
+            f"{label}: image is {width} x {height} pixels; a radiograph needs at least {MIN_IMAGE_SIDE} on each side"
+        )
     low, high = float(array.min()), float(array.max())
-    return (array - low) / (high - low) if high > low else np.zeros_like(array)
+    if high > low:
+        return (array - low) / (high - low)
+    logger.warning("%s: the image is uniform (every pixel is %g): it holds no information, and a report written "
+                   "from it describes nothing that is in the image", label, low)
+    return np.zeros_like(array)
 
 
 def _pil_to_array(image: Image.Image) -> np.ndarray:
-    if image.mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr"):
+    if image.mode not in _SINGLE_CHANNEL_MODES:
         image = image.convert("L")
     return _array_to_gray(np.asarray(image))
 
@@ -97,19 +137,29 @@ class AmrgImageProcessor(BaseImageProcessor):
         max_views: int = 2,
         **kwargs: Any,
     ) -> None:
+        # Anything else is a misspelled setting that would be stored and ignored (e.g. `imag_size` in
+        # processor_config.json): refused, naming it.
+        unknown = sorted(set(kwargs) - set(_SAVED_KEYS))
+        if unknown:
+            raise ValueError(f"`image_processor` has unknown keys {unknown}: not settings of AmrgImageProcessor")
         super().__init__(**kwargs)
-        if not isinstance(image_size, int) or image_size <= 0:
+        if not _is_count(image_size):
             raise ValueError(f"`image_size` must be a positive integer, got {image_size!r}")
-        if len(image_mean) != 3 or len(image_std) != 3 or min(image_std) <= 0:
-            raise ValueError(f"`image_mean`/`image_std` must be 3 values (std > 0), got {image_mean!r}/{image_std!r}")
+        if not (_three_finite(image_mean) and _three_finite(image_std) and min(image_std) > 0):
+            raise ValueError(
+                f"`image_mean`/`image_std` must be 3 finite values (std > 0), got {image_mean!r}/{image_std!r}"
+            )
+        if not _is_count(max_views):
+            raise ValueError(f"`max_views` must be a positive integer, got {max_views!r}")
         self.image_size = image_size
         self.image_mean = [float(v) for v in image_mean]
         self.image_std = [float(v) for v in image_std]
         self.max_views = max_views
 
-    def preprocess_view(self, image: ImageLike) -> torch.Tensor:
-        """One view -> `(3, image_size, image_size)` float tensor."""
-        gray = torch.from_numpy(load_grayscale(image))[None, None]
+    def preprocess_view(self, image: ImageLike, name: str | None = None) -> torch.Tensor:
+        """One view -> `(3, image_size, image_size)` float tensor; `name` labels an in-memory image in errors and
+        warnings (a file is named by its path), see `load_grayscale`."""
+        gray = torch.from_numpy(load_grayscale(image, name))[None, None]
         size = (self.image_size, self.image_size)
         resized = F.interpolate(gray, size=size, mode="bilinear", align_corners=False, antialias=True)[0]
         mean = torch.tensor(self.image_mean).view(3, 1, 1)
@@ -125,12 +175,21 @@ class AmrgImageProcessor(BaseImageProcessor):
         view_mask = torch.zeros(len(studies), views, dtype=torch.long)
         for i, study in enumerate(studies):
             for j, image in enumerate(study):
-                pixel_values[i, j] = self.preprocess_view(image)
+                pixel_values[i, j] = self.preprocess_view(image, f"study {i}, view {j}")
                 view_mask[i, j] = 1
         return BatchFeature({"pixel_values": pixel_values, "view_mask": view_mask}, tensor_type=return_tensors)
 
     def __call__(self, images: Any, *args: Any, **kwargs: Any) -> BatchFeature:
         return self.preprocess(images, *args, **kwargs)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _three_finite(values: Any) -> bool:
+    return (isinstance(values, (list, tuple)) and len(values) == 3
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values))
 
 
 def normalize_studies(images: Any, max_views: int) -> list[list[ImageLike]]:
@@ -148,4 +207,4 @@ def normalize_studies(images: Any, max_views: int) -> list[list[ImageLike]]:
     return studies
 
 
-__all__ = ["AmrgImageProcessor", "load_grayscale", "normalize_studies"]
+__all__ = ["MIN_IMAGE_SIDE", "AmrgImageProcessor", "load_grayscale", "normalize_studies"]

@@ -559,25 +559,57 @@ class AmrgForConditionalGeneration(AmrgPreTrainedModel, GenerationMixin):
         Each bank is a dict with `embeddings` (`(rows, dim)`, dim fixed by the configuration), `disease_ids`
         (`rows` observation indices), `source_ids` (`rows` strings, e.g. the study id), optional `texts` (`rows`
         strings, e.g. the report sentence) and `provenance` (a JSON-serialisable dict: encoder, split, seed, tau,
-        caps...); it is checked by `AmrgMemoryBank.from_contents`. The configuration is updated so that
-        `save_pretrained`/`from_pretrained` keep the new banks.
+        caps...); it is checked by `AmrgMemoryBank.from_contents`, then projected by its Hopfield memory: rows whose
+        projection is not finite in the model's dtype are refused (`check_memory_banks`), and a refused bank leaves
+        the model unchanged. The configuration is updated so that `save_pretrained`/`from_pretrained` keep the new
+        banks.
 
         Args:
             visual (`dict`, *optional*): contents of the new visual bank V; `None` keeps the current one.
             report (`dict`, *optional*): contents of the new report memory R; `None` keeps the current one.
         """
+        banks = {}
         for name, contents in (("visual_bank", visual), ("report_bank", report)):
             if contents is None:
                 continue
-            bank = AmrgMemoryBank.from_contents(
+            bank = banks[name] = AmrgMemoryBank.from_contents(
                 name, contents, getattr(self.config, name)["dim"], self.config.num_observations
             )
             old = getattr(self, name)
             # The new bank follows the old one's device and embedding dtype (e.g. a bfloat16 model on GPU).
             bank.to(device=old.embeddings.device)
             bank.embeddings.data = bank.embeddings.data.to(old.embeddings.dtype)
+            # Checked before the model changes: a refused bank leaves the current one in place.
+            self._check_memory_bank(name, bank)
+        for name, bank in banks.items():
             setattr(self, name, bank)
             setattr(self.config, name, bank.config_entry())
+
+    def check_memory_banks(self) -> None:
+        """Raise a `ValueError` naming the bank whose rows are not finite, or whose projection by its Hopfield memory
+        (in the model's current dtype and weights) is not: such a bank gives non-finite image features and an empty
+        report. `set_memory_banks` runs it on new banks; loaders run it on banks read from a file."""
+        for name in ("visual_bank", "report_bank"):
+            self._check_memory_bank(name, getattr(self, name))
+
+    @torch.no_grad()
+    def _check_memory_bank(self, name: str, bank: AmrgMemoryBank) -> None:
+        rows = bank.embeddings
+        if rows.shape[0] == 0 or rows.is_meta:
+            return
+        if not bool(torch.isfinite(rows).all()):
+            raise ValueError(f"`{name}.embeddings` holds NaN or infinite values in {rows.dtype}")
+        memory = self.visual_hopfield if name == "visual_bank" else self.report_hopfield
+        weight = memory.key_proj.weight if memory is not None else None
+        if weight is None or weight.is_meta or weight.shape != (memory.key_proj.out_features, rows.shape[1]):
+            return  # a disabled memory, or weights not materialised here (meta device, ZeRO-3 shards)
+        keys = memory.key_norm(memory.key_proj(rows.to(memory.key_proj.weight.dtype)))
+        values = memory.value_proj(rows.to(memory.value_proj.weight.dtype)) if hasattr(memory, "value_proj") else keys
+        if not (bool(torch.isfinite(keys).all()) and bool(torch.isfinite(values).all())):
+            raise ValueError(
+                f"`{name}.embeddings` overflow in the Hopfield projection ({memory.key_proj.weight.dtype}): values up "
+                f"to {float(rows.float().abs().max()):.3g} give non-finite keys; normalise or rescale the rows"
+            )
 
     def top_memory_rows(self, associations: torch.Tensor, bank: str, k: int = 3) -> list[list[list[dict]]]:
         """For each study and disease query, the `k` bank rows with the largest association weight (alpha of

@@ -19,6 +19,10 @@ from torch import nn
 BANK_KEYS = ("size", "dim", "id_bytes", "text_bytes", "provenance")
 # The keys of the contents given to `AmrgMemoryBank.from_contents` (and `set_memory_banks`).
 BANK_CONTENT_KEYS = ("embeddings", "disease_ids", "source_ids", "texts", "provenance")
+# Largest magnitude accepted in a bank row. Encoder features (a CLS token, a pooled Swin feature, a normalised row)
+# are of order 1 to 100; rows far larger overflow in the Hopfield projections (a linear map, then a LayerNorm that
+# squares its inputs; float16 ends at 65504) and the model would write an empty report from non-finite features.
+MAX_BANK_MAGNITUDE = 1e4
 
 
 def empty_bank_entry(dim: int | None) -> dict:
@@ -78,6 +82,16 @@ def encode_strings(values: Sequence[str], width: int | None = None) -> torch.Ten
 def decode_strings(table: torch.Tensor) -> list[str]:
     """Inverse of `encode_strings`."""
     return [bytes(row).rstrip(b"\x00").decode("utf-8") for row in table.cpu().tolist()]
+
+
+def _as_tensor(name: str, key: str, value: Any, expected: str) -> torch.Tensor:
+    """`torch.as_tensor(value)`, with an error naming the bank and key when `value` is absent or not numeric."""
+    if value is None:
+        raise ValueError(f"`{name}.{key}` is missing: it must be {expected}")
+    try:
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"`{name}.{key}` must be {expected}, got {type(value).__name__} ({error})") from None
 
 
 def _string_list(name: str, key: str, values: Sequence[str] | None, rows: int) -> list[str]:
@@ -142,7 +156,8 @@ class AmrgMemoryBank(nn.Module):
         unknown = sorted(set(contents) - set(BANK_CONTENT_KEYS))
         if unknown:
             raise ValueError(f"`{name}` has unknown keys {unknown}")
-        embeddings = torch.as_tensor(contents.get("embeddings"))
+        shape = f"a float tensor of shape (rows, {dim})"
+        embeddings = _as_tensor(name, "embeddings", contents.get("embeddings"), shape)
         if embeddings.dim() != 2 or embeddings.shape[1] != dim or not embeddings.is_floating_point():
             raise ValueError(
                 f"`{name}.embeddings` must be a float tensor of shape (rows, {dim}), got "
@@ -151,8 +166,27 @@ class AmrgMemoryBank(nn.Module):
         if not bool(torch.isfinite(embeddings).all()):
             raise ValueError(f"`{name}.embeddings` holds NaN or infinite values")
         rows = embeddings.shape[0]
-        disease_ids = torch.as_tensor(contents.get("disease_ids", []), dtype=torch.long).reshape(-1)
+        if rows:
+            largest, flat_index = embeddings.abs().flatten().max(dim=0)
+            if float(largest) > MAX_BANK_MAGNITUDE:
+                raise ValueError(
+                    f"`{name}.embeddings` holds values up to {float(largest):.3g} (row {int(flat_index) // dim}): "
+                    f"rows must lie within +-{MAX_BANK_MAGNITUDE:g} or the Hopfield projections overflow; normalise "
+                    "or rescale them"
+                )
+        raw_ids = _as_tensor(name, "disease_ids", contents.get("disease_ids", []), f"{rows} observation indices")
         n_d = num_observations
+        # Integers only (floats with integral values such as 3.0 included): a cast to long would silently truncate
+        # 2.7 to disease 2.
+        if raw_ids.is_floating_point():
+            integral = bool((torch.isfinite(raw_ids) & (raw_ids == raw_ids.round())).all())
+        else:
+            integral = raw_ids.dtype != torch.bool and not raw_ids.is_complex()
+        if not integral:
+            raise ValueError(
+                f"`{name}.disease_ids` must be integer observation indices, got {raw_ids.reshape(-1).tolist()[:10]}"
+            )
+        disease_ids = raw_ids.to(torch.long).reshape(-1)
         if disease_ids.numel() != rows or (rows and (disease_ids.min() < 0 or disease_ids.max() >= n_d)):
             raise ValueError(
                 f"`{name}.disease_ids` must hold {rows} indices in [0, {n_d}), got {disease_ids.tolist()[:10]}"
@@ -227,6 +261,7 @@ class AmrgMemoryBank(nn.Module):
 __all__ = [
     "BANK_CONTENT_KEYS",
     "BANK_KEYS",
+    "MAX_BANK_MAGNITUDE",
     "AmrgMemoryBank",
     "decode_strings",
     "empty_bank_entry",

@@ -119,11 +119,11 @@ def test_missing_images_are_listed_or_dropped(corpus):
 
 
 def test_user_studies_from_csv_and_json_lines(tmp_path, radiograph):
-    for name in ("a.png", "b.png"):
+    for name in ("a.png", "b.png", "c.png"):
         Image.fromarray(radiograph(1)).save(tmp_path / name)
     csv_path = tmp_path / "mine.csv"
     csv_path.write_text('id,image_path,report,split\nx1,a.png;b.png,"Mild cardiomegaly.",train\n'
-                        'x2,b.png,"No effusion.",test\n')
+                        'x2,c.png,"No effusion.",test\n')
     dataset = load_user_studies(csv_path)
     assert sorted(dataset) == ["test", "train"]
     assert len(dataset["train"][0]["image_paths"]) == 2

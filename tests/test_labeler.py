@@ -64,7 +64,9 @@ def test_upstream_examples_are_reproduced_exactly(tmp_path, capsys):
         ("No new consolidation.", {"Consolidation": -1}),
         ("Pulmonary vascular congestion.", {"Edema": -1}),
         ("Degenerative changes of the spine. The lungs are clear.", {}),
-        ("", {"No Finding": 1}),
+        ("", {}),
+        (" . ,\n\n", {}),
+        ("No\r\neffusion.", {"Pleural Effusion": 0, "No Finding": 1}),
     ],
 )
 def test_rule_cases(labeler, report, expected):

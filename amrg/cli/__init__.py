@@ -33,9 +33,18 @@ phantoms (`demo`). The same steps as `amrg train <step>`.
 """
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An `ArgumentParser` whose usage errors (unknown option, invalid choice, not an integer...) are one line
+    `<prog>: error: <message>` with exit status 2, as every other error of the command line; `--help` shows the
+    usage. Sub-command parsers inherit the class."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `amrg` parser."""
-    parser = argparse.ArgumentParser(prog="amrg", description="AM-MRG: chest X-ray report generation")
+    parser = OneLineErrorParser(prog="amrg", description="AM-MRG: chest X-ray report generation")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_model_commands(commands)
     add_data_commands(commands)
@@ -47,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_train_parser() -> argparse.ArgumentParser:
     """The `train.py` parser: the training steps of `amrg train`."""
-    parser = argparse.ArgumentParser(prog="train.py", description=TRAIN_DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrorParser(prog="train.py", description=TRAIN_DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_commands(parser.add_subparsers(dest="step", required=True, metavar="STEP"))
     return parser
 
@@ -87,4 +96,4 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     return run(args, f"train.py {args.step}")
 
 
-__all__ = ["USER_ERRORS", "build_parser", "build_train_parser", "main", "train_main"]
+__all__ = ["USER_ERRORS", "OneLineErrorParser", "build_parser", "build_train_parser", "main", "train_main"]

@@ -40,10 +40,18 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
+def check_device_dtype(device: torch.device, dtype: torch.dtype | None) -> None:
+    """Refuse a `--dtype` that `device` cannot compute in (bfloat16 on a CUDA device older than Ampere), before a
+    model is loaded."""
+    if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"--dtype bfloat16: the CUDA device {device} does not support bfloat16; use --dtype float16 "
+                         "or float32")
+
+
 def add_device_options(parser: argparse.ArgumentParser, dtype_help: str) -> None:
     """`--device` and `--dtype` for the commands that run a model outside the training loop."""
     parser.add_argument("--device", help="torch device (cpu, cuda, cuda:1...); default: cuda when available, else cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), help=dtype_help)
 
 
-__all__ = ["DTYPES", "add_command", "add_device_options", "resolve_device"]
+__all__ = ["DTYPES", "add_command", "add_device_options", "check_device_dtype", "resolve_device"]

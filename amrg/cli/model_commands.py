@@ -4,16 +4,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
-from amrg.cli.common import DTYPES, add_command, add_device_options, resolve_device
+from amrg.cli.common import DTYPES, add_command, add_device_options, check_device_dtype, resolve_device
 from amrg.hub.assemble import assemble_from_pretrained
 from amrg.hub.export import save_model_folder
 from amrg.hub.loading import load_model_folder
+from amrg.hub.loading import logger as loading_logger
 from amrg.hub.presets import build_tiny_model
 from amrg.hub.push import push_model_folder
 from modeling_amrg import AMRG_PRESETS
+from modeling_amrg.image_processing_amrg import logger as image_logger
+
+
+# `set_seed` seeds numpy too, whose seeds are 32-bit.
+MAX_SEED = 2**32 - 1
+
+
+def _require_at_least(option: str, value: int | None, minimum: int) -> None:
+    if value is not None and value < minimum:
+        raise ValueError(f"{option} must be at least {minimum}, got {value}")
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
@@ -22,13 +37,42 @@ def _cmd_init(args: argparse.Namespace) -> int:
             f"`--preset {args.preset}` cannot be initialised randomly here (billions of parameters); use "
             "`amrg assemble` with pretrained parts for the paper's sizes"
         )
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ValueError(f"--seed must be in [0, {MAX_SEED}], got {args.seed}")
     model, processor = build_tiny_model(seed=args.seed)
     path = save_model_folder(model, processor, args.output, overwrite=args.overwrite)
     print(f"wrote a random tiny AM-MRG model to {path} (seed {args.seed})")
     return 0
 
 
+def _check_local_source(option: str, value: str | None, kind: str) -> None:
+    """A value that is clearly a local path (absolute, `./`, `~`, or more than the one `/` of a Hub id) must exist,
+    and a local path must be a transformers model folder: otherwise transformers would try it as a Hub id, or fail
+    deep inside, with a message that names neither the option nor the path."""
+    if not value:
+        return
+    looks_local = os.path.isabs(value) or value.startswith((".", "~")) or value.count("/") > 1
+    path = os.path.expanduser(value)
+    if looks_local and not os.path.exists(path):
+        raise FileNotFoundError(f"{option} {value}: no such {kind}")
+    if os.path.exists(path) and not os.path.isfile(os.path.join(path, "config.json")):
+        raise ValueError(f"{option} {value}: not a transformers model folder (no config.json)")
+
+
 def _cmd_assemble(args: argparse.Namespace) -> int:
+    # Every option is checked before the (slow) tower and LLM are built.
+    _require_at_least("--image-size", args.image_size, 1)
+    try:
+        vision_kwargs = json.loads(args.vision_kwargs)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--vision-kwargs is not valid JSON ({error}): {args.vision_kwargs!r}") from error
+    if not isinstance(vision_kwargs, dict):
+        raise ValueError(f"--vision-kwargs must be a JSON object of timm.create_model arguments, got "
+                         f"{args.vision_kwargs!r}")
+    _check_local_source("--language-model", args.language_model, "folder")
+    _check_local_source("--text-encoder", args.text_encoder, "folder")
+    if args.vision_checkpoint is not None and not os.path.isfile(args.vision_checkpoint):
+        raise FileNotFoundError(f"--vision-checkpoint {args.vision_checkpoint}: no such file")
     model, processor = assemble_from_pretrained(
         language_model=args.language_model,
         vision_model=args.vision_model,
@@ -36,7 +80,7 @@ def _cmd_assemble(args: argparse.Namespace) -> int:
         vision_pretrained=not args.random_vision,
         text_encoder=args.text_encoder,
         image_size=args.image_size,
-        vision_kwargs=json.loads(args.vision_kwargs),
+        vision_kwargs=vision_kwargs,
         dtype=DTYPES[args.dtype],
     )
     path = save_model_folder(model, processor, args.output, overwrite=args.overwrite)
@@ -44,14 +88,52 @@ def _cmd_assemble(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Collect(logging.Handler):
+    """Keeps the messages of the warnings logged while a command runs, for `--json`'s `warnings`."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def _collect_warnings(*loggers: logging.Logger) -> Iterator[list[str]]:
+    handler = _Collect()
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     if not 1 <= len(args.images) <= 2:
         raise ValueError(f"give one study: one or two images (frontal, lateral), got {len(args.images)}")
+    _require_at_least("--max-new-tokens", args.max_new_tokens, 1)
+    _require_at_least("--num-beams", args.num_beams, 1)
     device = resolve_device(args.device)
-    dtype = {"dtype": DTYPES[args.dtype]} if args.dtype else {}  # default: the dtypes the folder was saved in
-    model, processor = load_model_folder(args.model, **dtype)
-    model.to(device)
-    inputs = processor(images=[list(args.images)]).to(device)  # unreadable images fail here, before generation
+    dtype = DTYPES[args.dtype] if args.dtype else None  # default: the dtypes the folder was saved in
+    check_device_dtype(device, dtype)
+    # Warnings (a uniform image, weights loaded with --allow-missing-weights) go to stderr as they happen, and into
+    # the `warnings` of --json.
+    with _collect_warnings(loading_logger, image_logger) as warnings:
+        model, processor = load_model_folder(args.model, allow_missing_weights=args.allow_missing_weights,
+                                             **({"dtype": dtype} if dtype is not None else {}))
+        model.to(device)
+        inputs = processor(images=[list(args.images)]).to(device)  # unreadable images fail here, before generation
+    prompt_length = inputs["input_ids"].shape[1]
+    max_new_tokens = args.max_new_tokens or model.generation_config.max_new_tokens
+    positions = getattr(model.config.text_config, "max_position_embeddings", None)
+    if max_new_tokens is not None and positions is not None and prompt_length + max_new_tokens > positions:
+        source = ("--max-new-tokens" if args.max_new_tokens
+                  else f"max_new_tokens of {os.path.join(args.model, 'generation_config.json')}")
+        raise ValueError(f"{source} {max_new_tokens}: the prompt's {prompt_length} tokens plus the report exceed the "
+                         f"LLM's {positions} positions (at most {positions - prompt_length} new tokens)")
     overrides = {key: value for key, value in (("max_new_tokens", args.max_new_tokens),
                                                ("num_beams", args.num_beams)) if value is not None}
     if args.max_new_tokens is not None:
@@ -59,10 +141,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     with torch.no_grad():
         sequences = model.generate(**inputs, **overrides)
         probabilities = model.predict_disease_probabilities(inputs["pixel_values"], inputs["view_mask"])[0]
-    report = processor.post_process_report_generation(sequences, inputs["input_ids"].shape[1])[0]
+    report = processor.post_process_report_generation(sequences, prompt_length)[0]
     if args.json:
         names = model.config.observation_names
-        payload = {"report": report, "probabilities": dict(zip(names, (round(p, 6) for p in probabilities.tolist())))}
+        payload = {"report": report, "probabilities": dict(zip(names, (round(p, 6) for p in probabilities.tolist()))),
+                   "warnings": warnings}
         print(json.dumps(payload, indent=2))
     else:
         print(report)
@@ -102,6 +185,9 @@ def add_model_commands(subparsers) -> None:
     generate.add_argument("--json", action="store_true", help="also print the 14 disease probabilities")
     generate.add_argument("--max-new-tokens", type=int)
     generate.add_argument("--num-beams", type=int)
+    generate.add_argument("--allow-missing-weights", action="store_true",
+                          help="load weights that do not match the configuration (missing or other-shape tensors "
+                          "get random values; a warning): for debugging, never for a real report")
     add_device_options(generate, "load the model in this dtype (default: as saved, e.g. a bf16 LLM stays bf16)")
 
     push = add_command(subparsers, "push",

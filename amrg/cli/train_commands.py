@@ -13,11 +13,12 @@ from amrg.cli.common import DTYPES, add_command, add_device_options, resolve_dev
 from amrg.data.loading import load_r2gen_dataset
 from amrg.evaluation.nlg import metric_names
 from amrg.evaluation.predictions import evaluate_predictions
+from amrg.fileio import staged_folder
 from amrg.hub.export import save_model_folder
 from amrg.hub.loading import load_model_folder
 from amrg.inference import generate_reports, write_predictions
 from amrg.memory.banks import build_report_memory, build_visual_bank
-from amrg.memory.mining import CAM_METHODS, mine_regions, read_regions, write_regions
+from amrg.memory.mining import CAM_METHODS, mine_regions, read_regions, summary_path, write_regions
 from amrg.training.loop import TrainArguments
 from amrg.training.pipeline import comparison_table, run_demo
 from amrg.training.stage1 import train_stage1
@@ -30,12 +31,32 @@ def _dataset(args: argparse.Namespace):
     return load_r2gen_dataset(args.annotation, args.image_root, dataset=args.dataset, num_proc=args.num_proc)
 
 
+def _split(dataset, split: str, option: str):
+    """`dataset[split]`, refused when the annotation has no such split or it is empty."""
+    if split not in dataset:
+        raise ValueError(f"{option} {split!r}: the annotation has no such split (it has {sorted(dataset)})")
+    if len(dataset[split]) == 0:
+        raise ValueError(f"{option} {split!r}: the split is empty")
+    return dataset[split]
+
+
+def _model_folder(path: str, option: str) -> str:
+    """A local model folder given on the command line: refused, naming the option, unless it holds a config."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{option} {path}: no such model folder")
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{option} {path} is not a model folder (no config.json)")
+    return path
+
+
 def _train_args(args: argparse.Namespace) -> TrainArguments:
     return TrainArguments(
         output_dir=args.output_dir, epochs=args.epochs, learning_rate=args.learning_rate,
         batch_size=args.batch_size, gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision, seed=args.seed, checkpointing_steps=args.checkpointing_steps,
-        resume_from_checkpoint=args.resume_from_checkpoint, max_steps=args.max_steps)
+        resume_from_checkpoint=args.resume_from_checkpoint, max_steps=args.max_steps,
+        overwrite_output_dir=args.overwrite)
 
 
 def _stage1_config(args: argparse.Namespace) -> AmrgConfig:
@@ -57,26 +78,114 @@ def _cmd_stage1(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_mining_options(args: argparse.Namespace) -> None:
+    if not (0.0 <= args.tau <= 1.0):  # CAMs are normalised to [0, 1]; outside it no patch (or every one) is kept
+        raise ValueError(f"--tau must be between 0 and 1 (CAMs are normalised to [0, 1]), got {args.tau}")
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.patch_size < 1:
+        raise ValueError(f"--patch-size must be at least 1, got {args.patch_size}")
+    if args.split != "train" and not args.allow_non_train:
+        raise ValueError(f"--split {args.split!r}: mining on the {args.split!r} split is refused, banks must come "
+                         "from training data (pass --allow-non-train to override; it is recorded)")
+
+
 def _cmd_mine(args: argparse.Namespace) -> int:
-    model = AmrgForDiseaseClassification.from_pretrained(args.stage1).to(resolve_device(args.device))
-    rows = _dataset(args)[args.split]
-    regions, summary = mine_regions(model, rows, split=args.split, cam_method=args.cam_method, tau=args.tau,
-                                    top_k=args.top_k, patch_size=args.patch_size,
-                                    allow_non_train=args.allow_non_train,
-                                    overlays_dir=Path(args.output).parent / "cam_overlays",
-                                    autocast_dtype=DTYPES.get(args.dtype))
-    write_regions(Path(args.output), regions, summary)
+    _check_mining_options(args)
+    output = Path(args.output)
+    # The regions, their summary and the CAM overlays are named after --output, so that two mining runs into one
+    # folder never share files.
+    overlays = output.with_name(output.stem + "_cam_overlays")
+    existing = [str(path) for path in (output, summary_path(output)) if path.exists()]
+    if existing and not args.overwrite:
+        raise ValueError(f"--output {args.output} exists ({', '.join(existing)}): pass --overwrite to replace it")
+    model = AmrgForDiseaseClassification.from_pretrained(_model_folder(args.stage1, "--stage1"))
+    image_size = model.config.vision_config.image_size
+    if image_size % args.patch_size:
+        raise ValueError(f"--patch-size {args.patch_size} must divide the stage-1 model's image size {image_size}")
+    rows = _split(_dataset(args), args.split, "--split")
+    model.to(resolve_device(args.device))
+    # The overlays folder is staged and locked for the whole run: a second run into the same --output fails at once.
+    with staged_folder(overlays, overwrite=args.overwrite) as staging:
+        regions, summary = mine_regions(model, rows, split=args.split, cam_method=args.cam_method, tau=args.tau,
+                                        top_k=args.top_k, patch_size=args.patch_size,
+                                        allow_non_train=args.allow_non_train, overlays_dir=staging,
+                                        autocast_dtype=DTYPES.get(args.dtype))
+        # `banks` checks the regions against its stage-1 model's image size: patch indices mean nothing at another.
+        summary.setdefault("image_size", image_size)
+        write_regions(output, regions, summary)
     print(json.dumps(summary, indent=2))
     return 0
 
 
+def _read_mined_regions(path: str, image_size: int, num_observations: int) -> tuple[list, dict]:
+    """`read_regions`, with every way the file can be wrong refused naming it: missing, not JSON lines, rows that
+    are not regions, a summary without the patch size or image size they were mined with, another image size than
+    the stage-1 model's, or patch indices outside the image."""
+    regions_path = Path(path)
+    if not regions_path.is_file():
+        raise FileNotFoundError(f"--regions {path}: no such file (write it with `train.py mine`)")
+    if not summary_path(regions_path).is_file():
+        raise FileNotFoundError(f"--regions {path}: its summary {summary_path(regions_path)} is missing "
+                                "(`train.py mine` writes both)")
+    try:
+        regions, mining = read_regions(regions_path)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"--regions {path} (or its summary) is not valid JSON lines ({error})") from None
+    except TypeError as error:  # a row that is not a Region's fields
+        raise ValueError(f"--regions {path} holds a row that is not a mined region ({error})") from None
+    if not isinstance(mining, dict):
+        raise ValueError(f"--regions {path}: its summary {summary_path(regions_path)} is not a JSON object")
+    patch_size, mined_size = mining.get("patch_size"), mining.get("image_size")
+    if not isinstance(patch_size, int) or isinstance(patch_size, bool) or patch_size < 1:
+        raise ValueError(f"--regions {path}: its summary records no valid patch_size (got {patch_size!r})")
+    if mined_size is None:
+        raise ValueError(f"--regions {path}: its summary does not record the image size the regions were mined at "
+                         "(mine again with `train.py mine`)")
+    if mined_size != image_size:
+        raise ValueError(f"--regions {path} was mined at image size {mined_size}, but the --stage1 model's is "
+                         f"{image_size}: mine again with this stage-1 model")
+    if image_size % patch_size:
+        raise ValueError(f"--regions {path}: its patch size {patch_size} does not divide the image size {image_size}")
+    cells = (image_size // patch_size) ** 2
+
+    def valid(region) -> bool:
+        patches, scores, observation = region.patches, region.scores, region.observation_index
+        return (isinstance(patches, list) and isinstance(scores, list) and len(patches) == len(scores)
+                and all(isinstance(index, int) and 0 <= index < cells for index in patches)
+                and isinstance(observation, int) and 0 <= observation < num_observations)
+
+    for region in regions:
+        if not valid(region):
+            raise ValueError(f"--regions {path}: the region of study {region.study_id!r} ({region.observation}) has "
+                             f"patch indices, scores or an observation outside a {image_size}-pixel image mined with "
+                             f"{patch_size}-pixel patches")
+    return regions, mining
+
+
 def _cmd_banks(args: argparse.Namespace) -> int:
+    if args.split != "train" and not args.force_split:
+        raise ValueError(f"--split {args.split!r}: building the banks from the {args.split!r} split is refused, it "
+                         "would leak evaluation data into the model (pass --force-split to override; it is recorded)")
+    for option, value in (("--max-rows-per-disease", args.max_rows_per_disease), ("--report-rows", args.report_rows)):
+        if value < 1:
+            raise ValueError(f"{option} must be at least 1, got {value}")
+    output = Path(args.output)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())) and not args.overwrite:
+        raise ValueError(f"--output {args.output} exists and is not empty: pass --overwrite to replace it")
     device = resolve_device(args.device)
-    stage1 = AmrgForDiseaseClassification.from_pretrained(args.stage1).to(device)
-    rows = _dataset(args)[args.split]
-    model, processor = load_model_folder(args.model)  # its own dtypes (a bf16 LLM stays bf16), on the CPU
+    stage1 = AmrgForDiseaseClassification.from_pretrained(_model_folder(args.stage1, "--stage1"))
+    regions, mining = _read_mined_regions(args.regions, stage1.config.vision_config.image_size,
+                                          stage1.config.num_observations)
+    model, processor = load_model_folder(_model_folder(args.model, "--model"))  # its own dtypes, on the CPU
+    rows = _split(_dataset(args), args.split, "--split")
+    studies = set(rows["id"])
+    unknown = sorted({region.study_id for region in regions} - studies)
+    if unknown:
+        raise ValueError(f"--regions {args.regions} names {len(unknown)} studies that are not in the {args.split!r} "
+                         f"split (e.g. {unknown[0]!r}): it was mined from another split or dataset")
+    stage1.to(device)
     model.disease_encoder.load_state_dict(stage1.disease_encoder.state_dict())
-    regions, mining = read_regions(args.regions)
     # The patch size is the one the regions were mined with (recorded in their summary), never typed twice.
     visual = build_visual_bank(stage1, rows, regions, mining["patch_size"], args.max_rows_per_disease,
                                split=args.split, force=args.force_split, mining=mining, provenance={"seed": args.seed},
@@ -89,22 +198,28 @@ def _cmd_banks(args: argparse.Namespace) -> int:
 
 
 def _cmd_stage2(args: argparse.Namespace) -> int:
-    model, processor = load_model_folder(args.model)
+    train_args = _train_args(args)
+    model, processor = load_model_folder(_model_folder(args.model, "--model"))
     dataset = _dataset(args)
-    best = train_stage2(_train_args(args), dataset, model, processor, lora=args.lora)
-    # The best model writes the test split with its own generation config (3 beams, penalties 2.0), every process its
-    # share; the main process writes the files and scores them.
-    accelerator = Accelerator(mixed_precision=args.mixed_precision)
-    model, processor = load_model_folder(best)
-    predictions = generate_reports(accelerator, model.to(accelerator.device), processor, dataset[args.test_split],
-                                   args.batch_size)
-    if accelerator.is_main_process:
-        output = Path(args.output_dir)
-        write_predictions(output / "predictions.jsonl", predictions)
-        evaluate_predictions(output / "predictions.jsonl", args.annotation, split=args.test_split,
-                             dataset=args.dataset, metrics=metric_names(not args.no_meteor),
-                             output=output / "metrics.json")
-    accelerator.wait_for_everyone()
+    # Checked now, not after training: the test split is only read once the best model is known.
+    _split(dataset, args.test_split, "--test-split")
+
+    def write_test_predictions(_: Accelerator, best: Path) -> None:
+        # The best model writes the test split with its own generation config (3 beams, penalties 2.0), every
+        # process its share; the main process writes the files and scores them, inside the run's output folder
+        # while the run still holds it.
+        accelerator = Accelerator(mixed_precision=args.mixed_precision)
+        trained, trained_processor = load_model_folder(best)
+        predictions = generate_reports(accelerator, trained.to(accelerator.device), trained_processor,
+                                       dataset[args.test_split], args.batch_size)
+        if accelerator.is_main_process:
+            output = Path(args.output_dir)
+            write_predictions(output / "predictions.jsonl", predictions)
+            evaluate_predictions(output / "predictions.jsonl", args.annotation, split=args.test_split,
+                                 dataset=args.dataset, metrics=metric_names(not args.no_meteor),
+                                 output=output / "metrics.json")
+
+    train_stage2(train_args, dataset, model, processor, lora=args.lora, after_training=write_test_predictions)
     return 0
 
 
@@ -133,8 +248,11 @@ def _training_options(parser: argparse.ArgumentParser, learning_rate: float) -> 
     parser.add_argument("--mixed-precision", default=None, choices=["no", "bf16", "fp16"],
                         help="overrides the launcher's choice (accelerate launch --mixed_precision, DeepSpeed config)")
     parser.add_argument("--checkpointing-steps", type=int, default=0)
-    parser.add_argument("--resume-from-checkpoint", default=None)
+    parser.add_argument("--resume-from-checkpoint", default=None,
+                        help="a checkpoints/step_N folder; resuming into the folder it belongs to continues that run")
     parser.add_argument("--max-steps", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in --output-dir (its outputs are deleted first)")
 
 
 def add_train_commands(subparsers) -> None:
@@ -155,7 +273,9 @@ def add_train_commands(subparsers) -> None:
     mine.add_argument("--tau", type=float, default=0.75)
     mine.add_argument("--top-k", type=int, default=6)
     mine.add_argument("--patch-size", type=int, default=16)
-    mine.add_argument("--output", required=True)
+    mine.add_argument("--output", required=True,
+                      help="regions file (JSON lines); <stem>_summary.json and <stem>_cam_overlays/ go beside it")
+    mine.add_argument("--overwrite", action="store_true", help="replace an existing regions file")
     add_device_options(mine, "run the classifier under autocast in this dtype (default: fp32)")
 
     banks = add_command(subparsers, "banks", "build V and R into a model folder", _cmd_banks, "info")

@@ -13,14 +13,15 @@ lives, which is what the demo and the tests need.
 from __future__ import annotations
 
 import json
+import re
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from amrg.data.labeler import ReportLabeler
-from amrg.data.loading import read_json_file
+from amrg.data.labeler import ReportLabeler, has_words
+from amrg.data.loading import read_json_file, study_id
 from amrg.data.report_writer import FINDINGS, sample_findings, sample_labels, write_report
 from amrg.fileio import staged_folder
 
@@ -274,7 +275,10 @@ def _render_and_write(job: dict) -> dict:
     report = job["report"] if job["report"] is not None else write_report(labels, findings, rng)
     frontal, lateral, masks = render_study(labels, findings, job["seed"], size=job["size"])
     folder = job["image_root"] / job["id"]
-    folder.mkdir(parents=True, exist_ok=True)
+    # Ids are checked to be one safe file name (`check_study_ids`); this guards the invariant where it matters.
+    if folder.resolve().parent != job["image_root"].resolve():
+        raise ValueError(f"study id {job['id']!r} is not a single file name")
+    folder.mkdir(parents=True, exist_ok=False)
     Image.fromarray(frontal).save(folder / "0.png")
     Image.fromarray(lateral).save(folder / "1.png")
     mask_paths = {}
@@ -291,50 +295,126 @@ def _render_and_write(job: dict) -> dict:
     }
 
 
+# A study id names its image folder: one path component of letters, digits, ".", "_" and "-", not starting with "."
+# (no "..", no separators, no hidden or absolute names), of a length every file system takes.
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+SIZE_RANGE = (32, 1024)
+MAX_STUDIES = 1_000_000
+_SHOWN = 10
+
+
+def _listing(items: list[str]) -> str:
+    return ", ".join(items[:_SHOWN]) + (f", ... ({len(items) - _SHOWN} more)" if len(items) > _SHOWN else "")
+
+
+def check_study_ids(ids: list[str], source: str) -> None:
+    """Refuse ids that cannot name a folder of their own under the image folder: not one safe file name
+    (`SAFE_ID`), repeated, or equal but for case (they would share a folder on a case-insensitive file system)."""
+    unsafe = [repr(study) for study in ids if not SAFE_ID.match(study)]
+    if unsafe:
+        raise ValueError(f"{len(unsafe)} study ids of {source} cannot name an image folder (one name of letters, "
+                         f"digits, '.', '_', '-', not starting with '.'): {_listing(unsafe)}")
+    seen: dict[str, str] = {}
+    repeated = []
+    for study in ids:
+        key = study.casefold()
+        if key in seen:
+            repeated.append(repr(study) if seen[key] == study else f"{seen[key]!r} and {study!r}")
+        seen.setdefault(key, study)
+    if repeated:
+        raise ValueError(f"{len(repeated)} study ids of {source} are repeated (or differ only in case): "
+                         f"{_listing(repeated)}")
+
+
+def _check_int(name: str, option: str, value: object, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"of at least {low}"
+        raise ValueError(f"`{name}` ({option}) must be a whole number {bounds}, got {value!r}")
+
+
+def _annotation_jobs(annotation: str, splits: tuple[str, ...]) -> list[dict]:
+    """One job per entry of the asked splits of an R2Gen annotation, every entry checked first."""
+    data = read_json_file(annotation)
+    if not isinstance(data, dict):
+        raise ValueError(f"annotation {annotation} must hold an object of splits, got {type(data).__name__}")
+    absent = [split for split in splits if split not in data]
+    if absent:
+        raise ValueError(f"annotation {annotation} has no split {absent}; it has {sorted(data)}")
+    entries, problems = [], []
+    for split in splits:
+        if not isinstance(data[split], list):
+            raise ValueError(f"split {split!r} of {annotation} must be a list of entries, got "
+                             f"{type(data[split]).__name__}")
+        for index, entry in enumerate(data[split]):
+            where = f"{split}[{index}]"
+            if not isinstance(entry, dict):
+                problems.append(f"{where} is not an object")
+                continue
+            study = study_id(entry.get("id"))
+            report = entry.get("report")
+            if study is None:
+                problems.append(f"{where} has no id (a string or an integer)")
+            elif not isinstance(report, str) or not has_words(report):
+                problems.append(f"{where} (id {study!r}) has no report")
+            else:
+                entries.append((split, study, report))
+    if problems:
+        raise ValueError(f"{len(problems)} bad entries in {annotation}: {_listing(problems)}")
+    check_study_ids([study for _, study, _ in entries], annotation)
+    labeler = ReportLabeler()
+    return [{"id": study, "split": split, "report": report, "labels": labeler.label(report).tolist()}
+            for split, study, report in entries]
+
+
 def write_phantom_dataset(
     output: str,
     n: int | None = None,
     seed: int = 0,
     size: int = 256,
     annotation: str | None = None,
-    splits: tuple[str, ...] = ("train", "val", "test"),
+    splits: tuple[str, ...] | None = None,
     num_proc: int = 1,
     overwrite: bool = False,
 ) -> dict[str, int]:
     """Write phantom studies as an R2Gen dataset: `images/<id>/0.png` (frontal), `1.png` (lateral),
     `mask_<finding>.png` (frontal ground truth), and `annotation.json` with `labels` and `mask_path` per entry.
 
-    Synthetic mode (`n` studies): labels are sampled, reports written by `write_report`, and the studies split
-    70/10/20 into train/val/test. Semi-synthetic mode (`annotation`): each real report of the given R2Gen
-    annotation is labelled by `amrg.data.labeler` and paired with a phantom drawn from its labels; the real report
-    stays the target and the splits are kept. Deterministic for `seed`. Written to a temporary folder and renamed
-    into place.
+    Synthetic mode (`n` studies, 1 to `MAX_STUDIES`): labels are sampled, reports written by `write_report`, and the
+    studies split 70/10/20 into train/val/test. Semi-synthetic mode (`annotation`): each real report of the given
+    R2Gen annotation (`splits`, default train, val and test) is labelled by `amrg.data.labeler` and paired with a
+    phantom drawn from its labels; the real report stays the target and the splits are kept. Study ids name the
+    image folders, so they must be single safe file names, unique (`check_study_ids`). `size` is 32 to 1024 pixels.
+    Deterministic for `seed`. Written to a temporary folder and renamed into place: nothing is written outside
+    `output`.
     """
     if (n is None) == (annotation is None):
-        raise ValueError("give exactly one of `n` (synthetic studies) or `annotation` (pair real reports)")
+        raise ValueError("give exactly one of `n` (--n, synthetic studies) or `annotation` (--from-annotation, pair "
+                         "real reports)")
+    _check_int("size", "--size", size, *SIZE_RANGE)
+    _check_int("seed", "--seed", seed, 0)
+    _check_int("num_proc", "--num-proc", num_proc, 1)
     jobs = []
     if n is not None:
-        if n < 1:
-            raise ValueError(f"`n` must be at least 1, got {n}")
+        _check_int("n", "--n", n, 1, MAX_STUDIES)
+        if splits is not None:
+            raise ValueError("`splits` (--splits) chooses the splits of `annotation`; synthetic studies are split "
+                             "70/10/20 into train, val and test")
         n_train, n_val = int(round(0.7 * n)), int(round(0.1 * n))
         for index in range(n):
             split = "train" if index < n_train else "val" if index < n_train + n_val else "test"
             jobs.append({"id": f"phantom-{index:05d}", "split": split, "labels": None, "report": None})
     else:
-        data = read_json_file(annotation)
-        labeler = ReportLabeler()
-        for split in splits:
-            if split not in data:
-                raise ValueError(f"annotation {annotation} has no split {split!r}; it has {sorted(data)}")
-            for entry in data[split]:
-                labels = labeler.label(entry["report"])
-                jobs.append({"id": str(entry["id"]), "split": split, "report": entry["report"],
-                             "labels": labels.tolist()})
+        splits = ("train", "val", "test") if splits is None else tuple(splits)
+        repeated = sorted({split for split in splits if splits.count(split) > 1})
+        if not splits or repeated:
+            raise ValueError(f"`splits` (--splits) must name each split once, got {list(splits)}")
+        jobs = _annotation_jobs(annotation, splits)
     with staged_folder(output, overwrite) as staging:
         for index, job in enumerate(jobs):
             job.update(seed=study_seed(seed, index), size=size, image_root=staging / "images")
-        if num_proc > 1:
-            with ProcessPoolExecutor(num_proc) as pool:
+        (staging / "images").mkdir()
+        if num_proc > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(min(num_proc, len(jobs))) as pool:
                 entries = list(tqdm(pool.map(_render_and_write, jobs, chunksize=16), total=len(jobs),
                                     desc="rendering phantoms"))
         else:

@@ -11,7 +11,8 @@ Protocol (stated in every output):
   present observation scores 1, one of them empty scores 0;
 - every figure is given over the 14 observations and over the 5 that most papers quote (Cardiomegaly, Edema,
   Consolidation, Atelectasis, Pleural Effusion);
-- bootstrap 95% intervals resample reports with replacement (percentile method, seeded).
+- bootstrap 95% intervals resample reports with replacement (percentile method, seeded);
+- a report without a word (empty or punctuation only) has every label blank: it states no observation.
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ def clinical_efficacy(
 
     Returns `{"ce_<figure>_14": ..., "ce_<figure>_5": ..., "per_observation": {...}, "protocol": {...}}` and, with
     `bootstrap > 0`, `"ci95"`: `{key: [low, high]}` for every figure."""
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
+        raise ValueError(f"`bootstrap` (--bootstrap) must be a whole number of at least 0, got {bootstrap!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"`seed` (--seed) must be a whole number of at least 0, got {seed!r}")
     predicted_labels, reference_labels = np.asarray(predicted_labels), np.asarray(reference_labels)
     if predicted_labels.shape != reference_labels.shape or predicted_labels.ndim != 2 or \
             predicted_labels.shape[1] != len(CHEXPERT_OBSERVATIONS):

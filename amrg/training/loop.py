@@ -1,30 +1,40 @@
-"""What both training stages share: arguments, run folders (configuration and seed saved next to the outputs),
-JSON-lines logs, checkpoint / resume through `accelerator.save_state`, and the loop itself. The data order and the
-collators are in `amrg.data.batching`."""
+"""What both training stages share: arguments, run folders (taken for the run, configuration and seed saved next to
+the outputs), JSON-lines logs, checkpoint / resume through `accelerator.save_state` (with the best model so far), and
+the loop itself. The data order and the collators are in `amrg.data.batching`."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib
 import itertools
 import json
 import logging
 import math
+import os
 import platform
+import random
+import re
+import shutil
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import accelerate
+import numpy as np
 import torch
 import transformers
 from accelerate import Accelerator
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import broadcast_object_list, gather_object, set_seed
+from accelerate.utils import load as accelerate_load
+from safetensors import safe_open
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from amrg.data.batching import EpochSampler
-from amrg.fileio import write_json
+from amrg.fileio import folder_lock, staged_folder, write_json, write_text
 
 
 logger = logging.getLogger(__name__)
@@ -48,6 +58,26 @@ class TrainArguments:
     resume_from_checkpoint: str | None = None
     max_steps: int = 0  # 0: run all epochs; else stop after this many optimiser steps (tests, interruptions)
     num_workers: int = 0
+    # A folder that already holds a run is refused unless this is set (its run outputs are then deleted first) or
+    # the run resumes from one of its checkpoints.
+    overwrite_output_dir: bool = False
+
+    def __post_init__(self) -> None:
+        # Refused here, before anything is written: 0 epochs would save an untrained best/, a negative learning rate
+        # trains away from the data, 0 accumulation steps never steps the optimiser.
+        rules = [("epochs", self.epochs, 1), ("batch_size", self.batch_size, 1),
+                 ("gradient_accumulation_steps", self.gradient_accumulation_steps, 1),
+                 ("checkpointing_steps", self.checkpointing_steps, 0), ("max_steps", self.max_steps, 0),
+                 ("num_workers", self.num_workers, 0)]
+        for name, value, lowest in rules:
+            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+                raise ValueError(f"{name} must be an integer of at least {lowest}, got {value!r} "
+                                 f"(--{name.replace('_', '-')})")
+        for name in ("learning_rate", "weight_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ValueError(f"{name} must be a finite number of at least 0, got {value!r} "
+                                 f"(--{name.replace('_', '-')})")
 
 
 class JsonLogger:
@@ -64,6 +94,27 @@ class JsonLogger:
         record = {"time": round(time.time() - self.start, 3), **values}
         with self.path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
+
+
+def truncate_log_for_resume(path: Path, step: int, epoch: int) -> None:
+    """Cut the log of an interrupted run back to what it held at a checkpoint of optimiser step `step` in epoch
+    `epoch` (the loss records up to that step, the validations of the epochs before), so that the resumed run's
+    records continue it without the replayed steps twice. Lines that are not JSON (a write cut by the kill) go."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(record, dict) or record.get("done"):
+            continue
+        if "loss" in record and record.get("step", math.inf) <= step:
+            kept.append(line)
+        elif "loss" not in record and record.get("epoch", math.inf) < epoch:
+            kept.append(line)
+    write_text(path, "".join(line + "\n" for line in kept))
 
 
 def make_accelerator(args: TrainArguments) -> Accelerator:
@@ -139,14 +190,37 @@ def total_steps(loader_length: int, epochs: int, accumulation: int, max_steps: i
     return min(steps, max_steps) if max_steps else steps
 
 
-def read_position(checkpoint: str, num_processes: int) -> dict:
+POSITION_FILE = "position.json"
+TRAINING_STATE_FILE = "training_state.json"
+BEST_SNAPSHOT = "best_snapshot"
+RNG_KEYS = ("random_state", "numpy_random_seed", "torch_manual_seed")
+
+
+def _read_json_object(path: Path, what: str) -> dict:
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path.parent} is not a complete checkpoint folder (no {path.name})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"checkpoint file {path} is not valid JSON ({error}): the checkpoint is corrupt") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint file {path} must hold a JSON object ({what}), got {type(state).__name__}")
+    return state
+
+
+def read_position(checkpoint: str | os.PathLike, num_processes: int) -> dict:
     """The data position of a `step_<n>` checkpoint folder written by `save_checkpoint`: `step`, `epoch` and
     `batch_in_epoch`. A checkpoint written by another number of processes is refused: each process's share of the
     data, and so the position, depends on it."""
-    path = Path(checkpoint) / "position.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{checkpoint} is not a checkpoint folder (no position.json)")
-    state = json.loads(path.read_text())
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_dir():
+        raise FileNotFoundError(f"--resume-from-checkpoint {checkpoint}: no such checkpoint folder")
+    path = checkpoint / POSITION_FILE
+    state = _read_json_object(path, "the data position")
+    for key in ("step", "epoch", "batch_in_epoch", "num_processes"):
+        value = state.get(key, 1 if key == "num_processes" else None)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"checkpoint file {path}: {key!r} must be an integer of at least 0, got {value!r}")
     saved = state.get("num_processes", 1)
     if saved != num_processes:
         raise ValueError(f"checkpoint {checkpoint} was written by {saved} processes but this run has {num_processes}: "
@@ -154,14 +228,300 @@ def read_position(checkpoint: str, num_processes: int) -> dict:
     return state
 
 
-def save_checkpoint(accelerator, output_dir: Path, step: int, epoch: int, batch_in_epoch: int) -> Path:
-    """`accelerator.save_state` (model, optimiser, scheduler, RNG states) plus the data position."""
+def read_training_state(checkpoint: str | os.PathLike) -> dict:
+    """What a checkpoint records beside accelerate's state and the data position: the best validation score so far,
+    its epoch and the folders of its model (`{"best": {"score", "epoch", "folders"}}`), checked."""
+    path = Path(checkpoint) / TRAINING_STATE_FILE
+    state = _read_json_object(path, "the training state")
+    best = state.get("best")
+    if not isinstance(best, dict):
+        raise ValueError(f"checkpoint file {path}: 'best' must be an object, got {best!r}")
+    score, epoch, folders = best.get("score"), best.get("epoch"), best.get("folders")
+    valid = ((epoch is None and score is None and folders == [])
+             or (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0
+                 and isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)
+                 and isinstance(folders, list) and all(isinstance(name, str) and name and Path(name).name == name
+                                                       for name in folders)))
+    if not valid:
+        raise ValueError(f"checkpoint file {path}: 'best' must be {{'score': number, 'epoch': integer, 'folders': "
+                         f"[folder names]}} or all empty, got {best!r}")
+    for name in folders:
+        if not (Path(checkpoint) / BEST_SNAPSHOT / name).is_dir():
+            raise FileNotFoundError(f"checkpoint {checkpoint} records the best model of epoch {epoch} but lacks "
+                                    f"{Path(checkpoint) / BEST_SNAPSHOT / name}")
+    return state
+
+
+def _check_random_states(path: Path, states: Any) -> None:
+    """accelerate's `load_state` swallows a random-state file it cannot apply (logged at INFO), which would resume
+    with other dropout masks: apply it here (then put the current states back) so that a bad one is an error."""
+    keys = RNG_KEYS + (("torch_cuda_manual_seed",) if torch.cuda.is_available() else ())
+    missing = [key for key in keys if not isinstance(states, dict) or key not in states]
+    if missing:
+        raise ValueError(f"checkpoint file {path} lacks the random states {missing}: the checkpoint is corrupt or "
+                         "was written on another kind of device")
+    current = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+               torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    try:
+        random.setstate(states["random_state"])
+        np.random.set_state(states["numpy_random_seed"])
+        torch.set_rng_state(states["torch_manual_seed"])
+        if torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["torch_cuda_manual_seed"])
+    except (TypeError, ValueError, RuntimeError, IndexError) as error:
+        raise ValueError(f"checkpoint file {path} holds random states that cannot be restored ({error})") from None
+    finally:
+        random.setstate(current[0])
+        np.random.set_state(current[1])
+        torch.set_rng_state(current[2])
+        if current[3] is not None:
+            torch.cuda.set_rng_state_all(current[3])
+
+
+# What DeepSpeed's ZeRO optimiser files hold beyond plain data and tensors. DeepSpeed loads its files with
+# `torch.load(weights_only=False)`, which would run whatever a file's pickle asks for; `check_checkpoint` lets it
+# load only files whose objects are among these.
+DEEPSPEED_GLOBALS = ("deepspeed.utils.tensor_fragment.fragment_address", "deepspeed.runtime.zero.config.ZeroStageEnum",
+                     "deepspeed.runtime.fp16.loss_scaler.LossScaler",
+                     "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler")
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint file that would run code (or build arbitrary objects) when unpickled."""
+
+
+def _load_deepspeed_file(path: Path) -> None:
+    """Read a file of DeepSpeed's checkpoint folder with `weights_only=True`, allowing `DEEPSPEED_GLOBALS` only."""
+    unexpected = [name for name in torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+                  if name not in DEEPSPEED_GLOBALS]
+    if unexpected:
+        raise UnsafeCheckpointError(f"checkpoint file {path} holds objects other than tensors and DeepSpeed's "
+                                    f"state ({', '.join(unexpected[:5])}): it is not loaded, DeepSpeed would "
+                                    "unpickle them")
+    allowed = []
+    for name in torch.serialization.get_unsafe_globals_in_checkpoint(str(path)):
+        module, _, attribute = name.rpartition(".")
+        allowed.append(getattr(importlib.import_module(module), attribute))
+    with torch.serialization.safe_globals(allowed):
+        torch.load(path, map_location="cpu", weights_only=True)
+
+
+def check_checkpoint(checkpoint: str | os.PathLike, num_processes: int) -> tuple[dict, dict]:
+    """Refuse a checkpoint folder that `fit` could not resume exactly, naming the file: no such folder, a missing,
+    invalid or inconsistent `position.json` / `training_state.json`, a state file that does not load (truncated,
+    not a torch or safetensors file), a random-state file per process that is missing or cannot be applied. Files
+    are read the way `accelerator.load_state` reads them (`torch.load(weights_only=True)`, which unpickles no
+    arbitrary object; safetensors); the files of DeepSpeed's folder (`pytorch_model/`), which DeepSpeed unpickles
+    without that restriction, must hold nothing but tensors and `DEEPSPEED_GLOBALS`. Returns the position and the
+    training state."""
+    checkpoint = Path(checkpoint)
+    position = read_position(checkpoint, num_processes)
+    state = read_training_state(checkpoint)
+    for index in range(num_processes):
+        if not (checkpoint / f"random_states_{index}.pkl").is_file():
+            raise FileNotFoundError(f"checkpoint {checkpoint} lacks random_states_{index}.pkl (process {index}'s "
+                                    "random states): it is incomplete")
+    for path in sorted(checkpoint.rglob("*")):
+        if not path.is_file() or path.suffix not in (".safetensors", ".bin", ".pkl", ".pt"):
+            continue
+        if path.is_relative_to(checkpoint / BEST_SNAPSHOT):
+            continue  # model folders, read by `from_pretrained` (safetensors) when used
+        try:
+            if path.parent != checkpoint:  # DeepSpeed's folder (`pytorch_model/`)
+                _load_deepspeed_file(path)
+                continue
+            if path.suffix == ".safetensors":
+                with safe_open(str(path), "pt") as handle:  # checks that the header and the file size agree
+                    list(handle.keys())
+                continue
+            loaded = accelerate_load(path, map_location="cpu")
+        except UnsafeCheckpointError:
+            raise
+        except Exception as error:  # noqa: BLE001 - torch, pickle and safetensors raise many kinds; all mean corrupt
+            detail = (str(error).splitlines() or [""])[0]
+            raise ValueError(f"checkpoint file {path} cannot be read ({type(error).__name__}: {detail}): the "
+                             "checkpoint is corrupt") from None
+        if re.fullmatch(r"random_states_\d+\.pkl", path.name):
+            _check_random_states(path, loaded)
+    return position, state
+
+
+class BestModel:
+    """The best validation score of a run so far, its epoch, and the folders its model was saved to (`best/`; stage
+    2's LoRA adapters beside it). It is part of every checkpoint (`save_checkpoint` records it and keeps a snapshot
+    of those folders), so that a resumed run still knows the best epoch it had before the interruption."""
+
+    def __init__(self, folders: Sequence[str | os.PathLike]) -> None:
+        self.folders = [Path(folder) for folder in folders]
+        self.score: float | None = None
+        self.epoch: int | None = None
+
+    def is_improved_by(self, score: float) -> bool:
+        """Whether `score` beats the best so far (a NaN score never does)."""
+        return not math.isnan(score) and (self.score is None or score > self.score)
+
+    def update(self, score: float, epoch: int) -> None:
+        self.score, self.epoch = float(score), epoch
+
+    def saved_folders(self) -> list[Path]:
+        """The folders of the best model that exist now (a best epoch was saved)."""
+        return [folder for folder in self.folders if folder.is_dir()] if self.epoch is not None else []
+
+    def state_dict(self) -> dict:
+        return {"score": self.score, "epoch": self.epoch, "folders": [folder.name for folder in self.saved_folders()]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.score, self.epoch = state["score"], state["epoch"]
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    # Model folders are only ever replaced whole (`staged_folder`), never changed in place, so a hard link is a
+    # snapshot that costs no space until the folder is replaced.
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
+
+
+def restore_best_folders(checkpoint: Path, output_dir: Path, best: BestModel) -> None:
+    """Make `best`'s folders in `output_dir` what they were when `checkpoint` was written: its snapshot of each
+    folder replaces the folder; a folder the checkpoint had none of (saved after it) is removed."""
+    names = read_training_state(checkpoint)["best"]["folders"]
+    for folder in best.folders:
+        target = output_dir / folder.name
+        if folder.name in names:
+            with staged_folder(target, overwrite=True) as staging:
+                shutil.copytree(checkpoint / BEST_SNAPSHOT / folder.name, staging, dirs_exist_ok=True,
+                                copy_function=_link_or_copy)
+        elif target.exists():
+            shutil.rmtree(target)
+            logger.info("removed %s: it was saved after %s", target, checkpoint)
+
+
+def save_checkpoint(accelerator, output_dir: Path, step: int, epoch: int, batch_in_epoch: int,
+                    best: BestModel | None = None) -> Path:
+    """`accelerator.save_state` (model, optimiser, scheduler, RNG states) plus the data position and the best model so
+    far (`training_state.json` and a snapshot of its folders), written into a staging folder renamed into place when
+    complete: `checkpoints/step_<n>` with a `position.json` is always whole. Every process must call it."""
     folder = output_dir / "checkpoints" / f"step_{step}"
-    accelerator.save_state(str(folder))
-    if accelerator.is_main_process:
-        write_json(folder / "position.json", {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
-                                              "num_processes": accelerator.num_processes})
+    with staged_folder(folder, overwrite=True) if accelerator.is_main_process else contextlib.nullcontext() as staging:
+        # Every process writes its part (its random states; its shards under DeepSpeed) into the main process's
+        # staging folder.
+        staging = Path(broadcast_object_list([str(staging) if accelerator.is_main_process else None])[0])
+        accelerator.save_state(str(staging))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            saved = best.saved_folders() if best is not None else []
+            for source in saved:
+                shutil.copytree(source, staging / BEST_SNAPSHOT / source.name, copy_function=_link_or_copy)
+            write_json(staging / TRAINING_STATE_FILE,
+                       {"best": best.state_dict() if best is not None else {"score": None, "epoch": None,
+                                                                            "folders": []}})
+            write_json(staging / POSITION_FILE, {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
+                                                 "num_processes": accelerator.num_processes})
     return folder
+
+
+def check_splits(dataset, splits: Sequence[str], stage: str) -> None:
+    """Refuse, before training, a dataset whose `splits` (e.g. train, val) are missing or empty: a stage would
+    otherwise fail after a whole epoch, at its first validation."""
+    for split in splits:
+        if split not in dataset:
+            raise ValueError(f"{stage} needs a {split!r} split; the dataset has {sorted(dataset)}")
+        if len(dataset[split]) == 0:
+            raise ValueError(f"the {split!r} split is empty: {stage} needs {split} studies "
+                             f"({'it trains on them' if split == 'train' else 'it validates on them every epoch'})")
+
+
+# What a training run writes into its output folder (both stages, and `train.py stage2`'s test outputs); with
+# `overwrite_output_dir` these, and only these, are deleted before the run.
+RUN_FOLDERS = ("best", "last", "best_lora_adapter", "checkpoints")
+RUN_FILES = ("stage1_log.jsonl", "stage2_log.jsonl", "stage1_run_config.json", "stage2_run_config.json",
+             "predictions.jsonl", "metrics.json")
+
+
+def is_run_output(name: str) -> bool:
+    """Whether an entry of an output folder is something a training run writes there (including what a killed
+    write leaves behind: lock files, staging folders, temporary files)."""
+    folders = "|".join(re.escape(folder) for folder in RUN_FOLDERS)
+    files = "|".join(re.escape(file) for file in RUN_FILES)
+    return bool(re.fullmatch(rf"({folders}|{files})|({folders})\.lock|\.({folders})\.(staging|retired)\.[a-z0-9_]{{8}}"
+                             rf"|\.({files})\..+\.tmp", name))
+
+
+def _prepare_output_dir(output_dir: Path, args: TrainArguments, stage: str, best: BestModel,
+                        position: dict | None) -> None:
+    """The checks and the clean-up of `run_folder`, on the main process holding the folder's lock."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output-dir {output_dir} exists and is not a folder")
+    entries = sorted(entry.name for entry in output_dir.iterdir()) if output_dir.is_dir() else []
+    checkpoint = Path(args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+    inside = checkpoint is not None and checkpoint.resolve().is_relative_to(output_dir.resolve())
+    if inside:
+        if args.overwrite_output_dir:
+            raise ValueError(f"--overwrite would delete {checkpoint}, the checkpoint this run resumes from "
+                             f"(it is inside --output-dir {output_dir})")
+    elif entries:
+        shown = ", ".join(entries[:6]) + (", ..." if len(entries) > 6 else "")
+        if not args.overwrite_output_dir:
+            raise ValueError(f"--output-dir {output_dir} already holds a run or other files ({shown}): pass "
+                             "--overwrite to replace the run, --resume-from-checkpoint to continue it, or choose "
+                             "another folder")
+        foreign = [name for name in entries if not is_run_output(name)]
+        if foreign:
+            raise ValueError(f"--output-dir {output_dir} holds files that are not a training run's outputs "
+                             f"({', '.join(foreign[:6])}): --overwrite replaces a run only; choose another folder")
+        for name in entries:
+            path = output_dir / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        logger.warning("--overwrite: deleted the previous run in %s (%s)", output_dir, shown)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if checkpoint is not None and position is not None:
+        if inside:
+            truncate_log_for_resume(output_dir / f"{stage}_log.jsonl", position["step"], position["epoch"])
+        restore_best_folders(checkpoint, output_dir, best)
+
+
+@contextlib.contextmanager
+def run_folder(accelerator, args: TrainArguments, stage: str, best: BestModel) -> Iterator[Path]:
+    """Take `args.output_dir` for the whole run, before anything is written. The main process checks the checkpoint
+    to resume from (`check_checkpoint`), locks the folder (`amrg.fileio.folder_lock`: a second run into it fails at
+    once) and refuses a folder that holds a run or other files, unless the run resumes from a checkpoint inside it
+    (its log is cut back to the checkpoint) or `args.overwrite_output_dir` (the previous run's outputs are deleted);
+    when resuming, the best model is put back as the checkpoint recorded it. Every process must enter it: the main
+    process's verdict is broadcast, so that a refusal is raised on every process instead of leaving the others
+    waiting. Yields the output folder; the lock is released at the end."""
+    output_dir = Path(args.output_dir)
+    with contextlib.ExitStack() as held:
+        failure: BaseException | None = None
+        if accelerator.is_main_process:
+            try:
+                position = None
+                if args.resume_from_checkpoint:
+                    position, _ = check_checkpoint(args.resume_from_checkpoint, accelerator.num_processes)
+                    if position["epoch"] >= args.epochs:
+                        raise ValueError(f"checkpoint {args.resume_from_checkpoint} is in epoch {position['epoch']} "
+                                         f"(counted from 0) but --epochs is {args.epochs}: nothing is left to train")
+                held.enter_context(folder_lock(output_dir))
+                _prepare_output_dir(output_dir, args, stage, best, position)
+            except Exception as error:  # noqa: BLE001 - broadcast first (the others wait for it), re-raised below
+                failure = error
+        verdict = None
+        if failure is not None:
+            verdict = ("os" if isinstance(failure, OSError) else "value" if isinstance(failure, ValueError)
+                       else "bug", str(failure))
+        if accelerator.num_processes > 1:
+            verdict = broadcast_object_list([verdict])[0]
+        if failure is not None:
+            raise failure
+        if verdict is not None:
+            kind, message = verdict
+            error_class = {"os": OSError, "value": ValueError}.get(kind, RuntimeError)
+            raise error_class(message if kind != "bug" else f"the main process failed: {message}")
+        yield output_dir
 
 
 def arguments_dict(args: Any) -> dict:
@@ -177,21 +537,29 @@ def fit(
     sampler: EpochSampler,
     args: TrainArguments,
     compute_loss,
-    on_epoch_end,
+    on_epoch_end: Callable[[int, int], None],
     log: JsonLogger,
     stage: str,
+    best: BestModel | None = None,
 ) -> int:
     """The training loop of both stages (accelerate's example structure): gradient accumulation, a progress bar
-    advanced on optimiser steps, JSON-lines logs, `step_<n>` checkpoints every `checkpointing_steps` optimiser steps,
-    and an exact resume from such a checkpoint (`load_state` + the skipped batches of the interrupted epoch).
-    Returns the number of optimiser steps taken."""
+    advanced on optimiser steps, JSON-lines logs, `step_<n>` checkpoints every `checkpointing_steps` optimiser steps
+    (with `best`, the stage's best model so far, which `on_epoch_end` updates), and an exact resume from such a
+    checkpoint (`load_state`, the best model's score and epoch, and the skipped batches of the interrupted epoch;
+    check the checkpoint first with `run_folder`). Returns the number of optimiser steps taken."""
     output_dir = Path(args.output_dir)
     planned = total_steps(len(loader), args.epochs, args.gradient_accumulation_steps, args.max_steps)
     start_epoch, skip_batches, step = 0, 0, 0
     if args.resume_from_checkpoint:
         position = read_position(args.resume_from_checkpoint, accelerator.num_processes)
         start_epoch, skip_batches, step = position["epoch"], position["batch_in_epoch"], position["step"]
+        if skip_batches > len(loader):
+            raise ValueError(f"checkpoint {args.resume_from_checkpoint} is at batch {skip_batches} of an epoch of "
+                             f"{len(loader)} batches: it belongs to another dataset or batch size")
+        if best is not None:
+            best.load_state_dict(read_training_state(args.resume_from_checkpoint)["best"])
         accelerator.load_state(args.resume_from_checkpoint)
+        log.log(stage=stage, step=step, epoch=start_epoch, resumed_from=str(args.resume_from_checkpoint))
         logger.info("resumed %s from %s at step %d (epoch %d, batch %d)", stage, args.resume_from_checkpoint, step,
                     start_epoch, skip_batches)
     progress = tqdm(total=planned, initial=step, desc=stage, disable=not accelerator.is_local_main_process)
@@ -240,7 +608,7 @@ def fit(
                 log.log(stage=stage, step=step, epoch=epoch, loss=loss_value, lr=scheduler.get_last_lr()[0])
                 running, count = 0.0, 0
                 if args.checkpointing_steps and step % args.checkpointing_steps == 0:
-                    save_checkpoint(accelerator, output_dir, step, epoch, batch_index)
+                    save_checkpoint(accelerator, output_dir, step, epoch, batch_index, best)
                 if args.max_steps and step >= args.max_steps:
                     progress.close()
                     return step

@@ -80,8 +80,10 @@ def run_demo(output: str = "runs/demo", n_studies: int = 2000, seed: int = 0, st
     timed("tokenizer_and_config", start)
 
     start = time.perf_counter()
+    # The demo replaces what a previous demo wrote into `output` (as it does with its phantoms).
     stage1_dir = train_stage1(TrainArguments(output_dir=str(out / "stage1"), epochs=stage1_epochs, batch_size=16,
-                                             learning_rate=1e-3, seed=seed), dataset, config)
+                                             learning_rate=1e-3, seed=seed, overwrite_output_dir=True),
+                              dataset, config)
     timed("stage1", start)
 
     start = time.perf_counter()
@@ -125,7 +127,7 @@ def run_demo(output: str = "runs/demo", n_studies: int = 2000, seed: int = 0, st
             model.load_state_dict(base.state_dict(), strict=False)
             model_processor = processor_for(ablation_config, tokenizer)
         best = train_stage2(TrainArguments(output_dir=str(out / f"stage2_{name}"), epochs=stage2_epochs,
-                                           batch_size=16, learning_rate=1e-3, seed=seed),
+                                           batch_size=16, learning_rate=1e-3, seed=seed, overwrite_output_dir=True),
                             dataset, model, model_processor, lora=True)
         timed(f"stage2_{name}", start)
         start = time.perf_counter()

@@ -15,20 +15,24 @@ from amrg.data.batching import Stage1Collator, make_loader
 from amrg.evaluation.classification import classification_report
 from amrg.fileio import staged_folder
 from amrg.training.loop import (
+    BestModel,
     JsonLogger,
     TrainArguments,
     arguments_dict,
     check_processes_agree,
+    check_splits,
     data_fingerprint,
     effective_setup,
     fit,
     make_accelerator,
+    run_folder,
     save_run_config,
 )
 from modeling_amrg import AmrgConfig, AmrgForDiseaseClassification, AmrgImageProcessor
 
 
 logger = logging.getLogger(__name__)
+_UNSET = object()
 
 
 @torch.no_grad()
@@ -50,23 +54,44 @@ def save_model_atomically(accelerator, model, target: Path) -> None:
     unwrapped = accelerator.unwrap_model(model)
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
-        with staged_folder(target, overwrite=True) as staging:
-            unwrapped.save_pretrained(staging, state_dict=state_dict, save_function=accelerator.save)
+        # `register_for_auto_class` (which `save_model_folder` calls) is process-wide: it would make this folder carry
+        # the shipped code, or not, depending on what the process saved before. A stage-1 folder never does, so that
+        # it is the same bytes whatever ran earlier (a resumed run, a notebook, the tests).
+        config = unwrapped.config
+        shadowed = vars(config).get("_auto_class", _UNSET)
+        config._auto_class = None
+        try:
+            with staged_folder(target, overwrite=True) as staging:
+                unwrapped.save_pretrained(staging, state_dict=state_dict, save_function=accelerator.save)
+        finally:
+            if shadowed is _UNSET:
+                del config._auto_class
+            else:
+                config._auto_class = shadowed
     accelerator.wait_for_everyone()
 
 
 def train_stage1(args: TrainArguments, dataset, config: AmrgConfig, init_from: str | None = None) -> Path:
     """Train on `dataset["train"]`, validate on `dataset["val"]`; returns the folder of the best model. `init_from`
-    (e.g. an assembled model folder with a pretrained Swin) gives the starting weights of the disease encoder."""
+    (e.g. an assembled model folder with a pretrained Swin) gives the starting weights of the disease encoder.
+    The output folder is taken for the run (`amrg.training.loop.run_folder`: refused when it holds another run)."""
+    check_splits(dataset, ("train", "val"), "stage 1")
     output_dir = Path(args.output_dir)
     accelerator = make_accelerator(args)
     check_processes_agree(accelerator, {"arguments": arguments_dict(args), "init_from": init_from,
                                         "data": data_fingerprint(dataset), "config": config.to_json_string()})
+    best = BestModel([output_dir / "best"])
+    with run_folder(accelerator, args, "stage1", best):
+        return _train(accelerator, args, dataset, config, init_from, best)
+
+
+def _train(accelerator, args: TrainArguments, dataset, config: AmrgConfig, init_from: str | None,
+           best: BestModel) -> Path:
+    output_dir = Path(args.output_dir)
     torch.manual_seed(args.seed)
     model = (AmrgForDiseaseClassification.from_pretrained(init_from, config=config) if init_from
              else AmrgForDiseaseClassification(config))
     if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
         save_run_config(output_dir, "stage1", {**arguments_dict(args), "init_from": init_from,
                                                "effective": effective_setup(accelerator, model),
                                                "config": config.to_dict()})
@@ -79,7 +104,6 @@ def train_stage1(args: TrainArguments, dataset, config: AmrgConfig, init_from: s
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, scheduler)
     log = JsonLogger(output_dir / "stage1_log.jsonl", accelerator.is_main_process)
-    best: dict = {"macro_auc": -1.0, "epoch": None}
 
     def compute_loss(model, batch):
         return model(pixel_values=batch["pixel_values"], view_mask=batch["view_mask"], labels=batch["labels"]).loss
@@ -92,15 +116,15 @@ def train_stage1(args: TrainArguments, dataset, config: AmrgConfig, init_from: s
         log.log(stage="stage1", step=step, epoch=epoch, val_macro_auc=report["macro_auc"],
                 val_macro_f1=report["macro_f1"], val=report["per_observation"])
         score = report["macro_auc"] if not np.isnan(report["macro_auc"]) else report["macro_f1"]
-        score = broadcast_object_list([score])[0]
-        if score > best["macro_auc"]:
-            best.update(macro_auc=score, epoch=epoch)
-            save_model_atomically(accelerator, model, output_dir / "best")
+        score = float(broadcast_object_list([score])[0])
+        if best.is_improved_by(score):
+            best.update(score, epoch)
+            save_model_atomically(accelerator, model, best.folders[0])
 
     steps = fit(accelerator, model, optimizer, scheduler, train_loader, sampler, args, compute_loss, on_epoch_end,
-                log, "stage1")
-    if best["epoch"] is None:  # stopped before the first validation (max_steps)
-        save_model_atomically(accelerator, model, output_dir / "best")
+                log, "stage1", best)
+    if best.epoch is None:  # stopped before the first validation (max_steps)
+        save_model_atomically(accelerator, model, best.folders[0])
     save_model_atomically(accelerator, model, output_dir / "last")
-    log.log(stage="stage1", step=steps, done=True, best_epoch=best["epoch"], best_macro_auc=best["macro_auc"])
-    return output_dir / "best"
+    log.log(stage="stage1", step=steps, done=True, best_epoch=best.epoch, best_macro_auc=best.score)
+    return best.folders[0]

@@ -7,25 +7,31 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from accelerate.utils import broadcast_object_list
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list, set_seed
 from transformers import GenerationConfig, get_cosine_schedule_with_warmup
 
 from amrg.data.batching import Stage2Collator, make_loader
 from amrg.evaluation.predictions import score_split
+from amrg.fileio import staged_folder
 from amrg.hub.export import save_model_folder
 from amrg.inference import generate_reports, validation_generation_config
 from amrg.training.loop import (
+    BestModel,
     JsonLogger,
     TrainArguments,
     arguments_dict,
     check_processes_agree,
+    check_splits,
     data_fingerprint,
     effective_setup,
     fit,
     make_accelerator,
+    run_folder,
     save_run_config,
     total_steps,
 )
@@ -66,6 +72,19 @@ def merge_lora(model: AmrgForConditionalGeneration, adapter_dir: Path | None = N
         model.language_model = model.language_model.merge_and_unload()
 
 
+def check_memory_banks(model: AmrgForConditionalGeneration) -> None:
+    """Refuse a model whose configuration reads a memory bank that is empty (a model folder from `amrg init` or
+    `amrg assemble` before `train.py banks`): stage 2 would train the Hopfield layers on nothing while the saved model
+    claims to use its memories. The no-memory ablation (`use_visual_memory` / `use_report_memory` false) is
+    accepted."""
+    config = model.config
+    for flag, bank, option in (("use_visual_memory", "visual_bank", "visual"),
+                               ("use_report_memory", "report_bank", "report")):
+        if getattr(config, flag) and not (getattr(config, bank) or {}).get("size"):
+            raise ValueError(f"the model's {option} memory bank is empty but its configuration has {flag}=true: "
+                             "build the banks first (`train.py banks`), or set it false for the no-memory ablation")
+
+
 def train_stage2(
     args: TrainArguments,
     dataset,
@@ -74,17 +93,37 @@ def train_stage2(
     lora: bool = False,
     generation_config: GenerationConfig | None = None,
     max_report_tokens: int | None = 120,
+    after_training: Callable[[Accelerator, Path], None] | None = None,
 ) -> Path:
     """Train, validate each epoch (decoding with `generation_config`, default `validation_generation_config`), keep
-    the best (BLEU-4 + CIDEr) as a loadable model folder in `output_dir/best`; returns it."""
+    the best (BLEU-4 + CIDEr) as a loadable model folder in `output_dir/best`; returns it. The output folder is taken
+    for the run (`amrg.training.loop.run_folder`: refused when it holds another run); `after_training(accelerator,
+    best_folder)`, called on every process before it is released, writes what else belongs in it (the CLI's test
+    predictions)."""
+    check_splits(dataset, ("train", "val"), "stage 2")
+    check_memory_banks(model)
     output_dir = Path(args.output_dir)
     generation_config = generation_config or validation_generation_config(model)
     accelerator = make_accelerator(args)
     check_processes_agree(accelerator, {"arguments": arguments_dict(args), "lora": lora,
                                         "data": data_fingerprint(dataset), "model": model.config.to_json_string()})
+    best = BestModel([output_dir / "best", output_dir / "best_lora_adapter"])
+    with run_folder(accelerator, args, "stage2", best):
+        _train(accelerator, args, dataset, model, processor, lora, generation_config, max_report_tokens, best)
+        if after_training is not None:
+            after_training(accelerator, best.folders[0])
+        accelerator.wait_for_everyone()
+    return best.folders[0]
+
+
+def _train(accelerator, args: TrainArguments, dataset, model: AmrgForConditionalGeneration, processor: AmrgProcessor,
+           lora: bool, generation_config: GenerationConfig, max_report_tokens: int | None, best: BestModel) -> None:
+    output_dir = Path(args.output_dir)
+    # peft draws the LoRA matrices from the global RNG: seeded, so that two runs with the same arguments (an
+    # uninterrupted one and one killed and resumed) start from the same adapters.
+    set_seed(args.seed)
     set_stage2_trainable(model, lora)
     if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
         save_run_config(output_dir, "stage2", {**arguments_dict(args), "lora": lora,
                                                "generation": generation_config.to_diff_dict(),
                                                "effective": effective_setup(accelerator, model),
@@ -97,7 +136,6 @@ def train_stage2(
     scheduler = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=0, num_training_steps=max(1, steps))
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     log = JsonLogger(output_dir / "stage2_log.jsonl", accelerator.is_main_process)
-    best: dict = {"score": -1.0, "epoch": None}
 
     def compute_loss(model, batch):
         return model(**batch).loss
@@ -112,17 +150,16 @@ def train_stage2(
             result = score_split(predictions, dataset["val"])
             selection = result["nlg"]["BLEU_4"] + result["nlg"]["CIDEr"]
             log.log(stage="stage2", step=step, epoch=epoch, val=result, val_selection_score=selection)
-        selection = broadcast_object_list([selection])[0]
-        if selection > best["score"]:
-            best.update(score=selection, epoch=epoch)
-            save_generator(accelerator, model, processor, output_dir / "best")
+        selection = float(broadcast_object_list([selection])[0])
+        if best.is_improved_by(selection):
+            best.update(selection, epoch)
+            save_generator(accelerator, model, processor, best.folders[0])
 
-    fit(accelerator, model, optimizer, scheduler, loader, sampler, args, compute_loss, on_epoch_end, log, "stage2")
-    if best["epoch"] is None:  # stopped before the first validation (max_steps)
-        save_generator(accelerator, model, processor, output_dir / "best")
-    log.log(stage="stage2", done=True, best_epoch=best["epoch"], best_val_bleu4_plus_cider=best["score"])
-    accelerator.wait_for_everyone()
-    return output_dir / "best"
+    fit(accelerator, model, optimizer, scheduler, loader, sampler, args, compute_loss, on_epoch_end, log, "stage2",
+        best)
+    if best.epoch is None:  # stopped before the first validation (max_steps)
+        save_generator(accelerator, model, processor, best.folders[0])
+    log.log(stage="stage2", done=True, best_epoch=best.epoch, best_val_bleu4_plus_cider=best.score)
 
 
 def save_generator(accelerator, model, processor: AmrgProcessor, target: Path) -> None:
@@ -133,6 +170,10 @@ def save_generator(accelerator, model, processor: AmrgProcessor, target: Path) -
         unwrapped = accelerator.unwrap_model(model)
         if is_lora_wrapped(unwrapped.language_model):
             unwrapped = copy.deepcopy(unwrapped)
-            merge_lora(unwrapped, target.with_name(target.name + "_lora_adapter"))
+            # Staged like the model folder: a folder is replaced whole, never rewritten in place (checkpoints keep
+            # hard-linked snapshots of it).
+            with staged_folder(target.with_name(target.name + "_lora_adapter"), overwrite=True) as staging:
+                unwrapped.language_model.save_pretrained(staging)
+            merge_lora(unwrapped)
         save_model_folder(unwrapped, processor, target, overwrite=True)
     accelerator.wait_for_everyone()
