@@ -15,7 +15,7 @@ from amrg.evaluation.nlg import metric_names
 from amrg.evaluation.predictions import evaluate_predictions
 from amrg.fileio import staged_folder
 from amrg.hub.export import save_model_folder
-from amrg.hub.loading import load_model_folder
+from amrg.hub.loading import load_disease_classifier, load_model_config, load_model_folder
 from amrg.inference import generate_reports, write_predictions
 from amrg.memory.banks import build_report_memory, build_visual_bank
 from amrg.memory.mining import CAM_METHODS, mine_regions, read_regions, summary_path, write_regions
@@ -23,7 +23,7 @@ from amrg.training.loop import TrainArguments
 from amrg.training.pipeline import comparison_table, run_demo
 from amrg.training.stage1 import train_stage1
 from amrg.training.stage2 import train_stage2
-from modeling_amrg import AMRG_PRESETS, AmrgConfig, AmrgForDiseaseClassification
+from modeling_amrg import AMRG_PRESETS, AmrgConfig
 from modeling_amrg.processing_amrg_reports import DATASET_NAMES
 
 
@@ -69,8 +69,8 @@ def _stage1_config(args: argparse.Namespace) -> AmrgConfig:
         raise ValueError("stage 1 needs --init-from MODEL (e.g. the folder `amrg assemble` wrote, with a pretrained "
                          "Swin) or an explicit --preset (random weights: 'tiny' for tests, 'paper' from scratch)")
     if args.config:
-        return AmrgConfig.from_pretrained(args.config)
-    return AmrgConfig.from_pretrained(args.init_from) if args.init_from else AmrgConfig.from_preset(args.preset)
+        return load_model_config(args.config)
+    return load_model_config(args.init_from) if args.init_from else AmrgConfig.from_preset(args.preset)
 
 
 def _cmd_stage1(args: argparse.Namespace) -> int:
@@ -99,7 +99,7 @@ def _cmd_mine(args: argparse.Namespace) -> int:
     existing = [str(path) for path in (output, summary_path(output)) if path.exists()]
     if existing and not args.overwrite:
         raise ValueError(f"--output {args.output} exists ({', '.join(existing)}): pass --overwrite to replace it")
-    model = AmrgForDiseaseClassification.from_pretrained(_model_folder(args.stage1, "--stage1"))
+    model = load_disease_classifier(_model_folder(args.stage1, "--stage1"))
     image_size = model.config.vision_config.image_size
     if image_size % args.patch_size:
         raise ValueError(f"--patch-size {args.patch_size} must divide the stage-1 model's image size {image_size}")
@@ -174,7 +174,7 @@ def _cmd_banks(args: argparse.Namespace) -> int:
     if output.exists() and (not output.is_dir() or any(output.iterdir())) and not args.overwrite:
         raise ValueError(f"--output {args.output} exists and is not empty: pass --overwrite to replace it")
     device = resolve_device(args.device)
-    stage1 = AmrgForDiseaseClassification.from_pretrained(_model_folder(args.stage1, "--stage1"))
+    stage1 = load_disease_classifier(_model_folder(args.stage1, "--stage1"))
     regions, mining = _read_mined_regions(args.regions, stage1.config.vision_config.image_size,
                                           stage1.config.num_observations)
     model, processor = load_model_folder(_model_folder(args.model, "--model"))  # its own dtypes, on the CPU
