@@ -133,6 +133,18 @@ def parse_labels(values: Any) -> np.ndarray | None:
     return np.array(out, dtype=np.float32)
 
 
+def read_annotation_splits(path: str | os.PathLike, splits: Sequence[str]) -> dict:
+    """The JSON object of an R2Gen annotation file, refused (`DataError`, naming the file) unless it is an object
+    holding every split of `splits`."""
+    data = read_json_file(path)
+    if not isinstance(data, dict):
+        raise DataError(f"annotation file {path} must hold an object of splits, got {type(data).__name__}")
+    absent = [split for split in splits if split not in data]
+    if absent:
+        raise DataError(f"annotation file {path} has no split {absent}; it has {sorted(data)}")
+    return data
+
+
 def resolve_image_path(image_root: Path, relative: str) -> Path:
     """`image_root / relative`, refusing absolute paths and paths that leave the root."""
     if os.path.isabs(relative) or relative.startswith(("~", "\\")):
@@ -467,12 +479,7 @@ def load_r2gen_dataset(
     root = Path(image_root)
     if not root.is_dir():
         raise FileNotFoundError(f"image root not found: {root}")
-    data = read_json_file(source)
-    if not isinstance(data, dict):
-        raise DataError(f"annotation file {source} must hold an object of splits, got {type(data).__name__}")
-    absent = [split for split in splits if split not in data]
-    if absent:
-        raise DataError(f"annotation file {source} has no split {absent}; it has {sorted(data)}")
+    data = read_annotation_splits(source, splits)
     for split in splits:
         _check_split_name(split, source)
     _check_leakage(data, source)

@@ -21,7 +21,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from amrg.data.labeler import ReportLabeler, has_words
-from amrg.data.loading import read_json_file, study_id
+from amrg.data.loading import read_annotation_splits, study_id
 from amrg.data.report_writer import FINDINGS, sample_findings, sample_labels, write_report
 from amrg.fileio import staged_folder
 
@@ -334,12 +334,7 @@ def _check_int(name: str, option: str, value: object, low: int, high: int | None
 
 def _annotation_jobs(annotation: str, splits: tuple[str, ...]) -> list[dict]:
     """One job per entry of the asked splits of an R2Gen annotation, every entry checked first."""
-    data = read_json_file(annotation)
-    if not isinstance(data, dict):
-        raise ValueError(f"annotation {annotation} must hold an object of splits, got {type(data).__name__}")
-    absent = [split for split in splits if split not in data]
-    if absent:
-        raise ValueError(f"annotation {annotation} has no split {absent}; it has {sorted(data)}")
+    data = read_annotation_splits(annotation, splits)
     entries, problems = [], []
     for split in splits:
         if not isinstance(data[split], list):
