@@ -24,6 +24,23 @@ from amrg.hub.tiny_corpus import tiny_corpus  # noqa: E402
 from amrg.hub.tokenizer import LLAMA_SPECIAL_TOKENS, train_report_tokenizer  # noqa: E402
 
 
+# The start of a script run in a fresh process that must not import this repository (installed in the environment),
+# as on a user's machine loading a model folder with `trust_remote_code`.
+BLOCK_REPOSITORY = """
+import importlib.abc, sys
+
+
+class BlockRepository(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"modeling_amrg", "amrg", "configuration_amrg", "processing_amrg"}:
+            raise ImportError(f"the repository module {name} must not be imported")
+        return None
+
+
+sys.meta_path.insert(0, BlockRepository())
+"""
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """(model, processor) of the tiny preset, seed 0. Tests that change the model copy it first."""

@@ -11,6 +11,7 @@ import textwrap
 
 import pytest
 import torch
+from conftest import BLOCK_REPOSITORY
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
@@ -173,18 +174,10 @@ def test_mixed_forward_computes_the_loss_in_float32(mixed):
     assert grad is not None and grad.dtype == torch.float32 and bool(grad.abs().sum() > 0)
 
 
-LOADER = textwrap.dedent(
+LOADER = BLOCK_REPOSITORY + textwrap.dedent(
     """
     import importlib.abc, json, sys
     import torch
-    class BlockRepository(importlib.abc.MetaPathFinder):
-        # The repository is installed in this environment; make it unimportable, as on a user's machine.
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {"modeling_amrg", "amrg", "configuration_amrg", "processing_amrg"}:
-                raise ImportError(f"the repository module {name} must not be imported")
-            return None
-
-    sys.meta_path.insert(0, BlockRepository())
     from safetensors.torch import load_file, save_file
     from transformers import AutoModel
 

@@ -9,25 +9,18 @@ import sys
 import textwrap
 
 import torch
+from conftest import BLOCK_REPOSITORY
 from safetensors.torch import load_file, save_file
 
 from amrg.hub.export import save_model_folder
 
 
-LOADER = textwrap.dedent(
+LOADER = BLOCK_REPOSITORY + textwrap.dedent(
     """
     import importlib.abc, json, sys
     import torch
     from safetensors.torch import load_file, save_file
 
-    class BlockRepository(importlib.abc.MetaPathFinder):
-        # The repository is installed in this environment; make it unimportable, as on a user's machine.
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {"modeling_amrg", "amrg", "configuration_amrg", "processing_amrg"}:
-                raise ImportError(f"the repository module {name} must not be imported")
-            return None
-
-    sys.meta_path.insert(0, BlockRepository())
     from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
     folder, work = sys.argv[1], sys.argv[2]
