@@ -175,10 +175,23 @@ class AmrgHopfieldConfig(PretrainedConfig):
         hidden_size (`int`, *optional*, defaults to 768):
             Width of the association space in which states and stored patterns live.
         scaling (`float`, *optional*, defaults to 4.0):
-            The inverse temperature beta (paper: 4).
+            The beta of eq. 2 (paper: 4); what it does in the `"energy"` mode is set by `beta_role`. The `"ramsauer"`
+            mode always multiplies the logits by it.
+        beta_role (`str`, *optional*, defaults to `"inverse_temperature"` for a new configuration):
+            How beta enters the `"energy"` mode (ignored by `"ramsauer"`).
+            `"inverse_temperature"`: as the paper's text describes beta (section III-C: it "controls the sharpness
+            of the similarity distribution"; Table VII: "the inverse temperature Beta") and as in Ramsauer et al.,
+            beta multiplies the logits, alpha = softmax(beta f*.m / sqrt(d)), and the energy is
+            ||f* - f||^2 - (2 sqrt(d) / beta) log sum_j exp(beta f*.m_j / sqrt(d)); with step 0.5 the update is
+            f + sum_j alpha_j m_j, Ramsauer's update added to the query.
+            `"as_printed"`: eq. 2-5 exactly as printed: alpha = softmax(f*.m / sqrt(d)) does not depend on beta,
+            which only scales how much retrieved memory is added.
+            A saved configuration (a dict that carries `model_type`, as `to_dict`/`save_pretrained` write it) that
+            lacks the field predates it and loads as `"as_printed"`, the equations it was trained with; set the
+            field to choose explicitly.
         step_size (`float`, *optional*, defaults to 0.5):
-            The step eta of eq. 3. Must lie in (0, 1): the energy's Hessian is bounded above by 2I, so any such step
-            never increases the energy.
+            The step eta of eq. 3. Must lie in (0, 1): in both roles of beta the energy's Hessian is bounded above by
+            2I, so any such step never increases the energy. 0.5 is the fixed-point iteration f* <- f + retrieved.
         update_steps_max (`int`, *optional*, defaults to 3):
             Maximum number of updates (eq. 3).
         update_steps_eps (`float`, *optional*, defaults to 1e-4):
@@ -195,12 +208,15 @@ class AmrgHopfieldConfig(PretrainedConfig):
 
     model_type = "amrg_hopfield"
     base_config_key = "hopfield_config"
+    # The choices of `beta_role`. Not annotated: PretrainedConfig turns annotated class attributes into fields.
+    BETA_ROLES = ("inverse_temperature", "as_printed")
 
     def __init__(
         self,
         mode: str = "energy",
         hidden_size: int = 768,
         scaling: float = 4.0,
+        beta_role: str | None = None,
         step_size: float = 0.5,
         update_steps_max: int = 3,
         update_steps_eps: float = 1e-4,
@@ -216,6 +232,12 @@ class AmrgHopfieldConfig(PretrainedConfig):
         _require(_is_int(hidden_size) and hidden_size > 0, f"{field}.hidden_size", hidden_size, "a positive integer")
         _require(_is_real(scaling) and scaling > 0, f"{field}.scaling", scaling,
                  "a finite number > 0 (the beta of eq. 2)")
+        if beta_role is None:
+            # `model_type` is written by to_dict/save_pretrained: such a dict without `beta_role` was saved before the
+            # field existed, when beta only scaled the retrieved memory. A configuration built anew reads beta as the
+            # paper's text does, as an inverse temperature.
+            beta_role = "as_printed" if "model_type" in kwargs else "inverse_temperature"
+        _require(beta_role in self.BETA_ROLES, f"{field}.beta_role", beta_role, f"one of {self.BETA_ROLES}")
         _require(_is_real(step_size) and 0 < step_size < 1, f"{field}.step_size", step_size,
                  "in (0, 1) so that the energy of eq. 2 never increases")
         _require(_is_int(update_steps_max) and update_steps_max >= 1, f"{field}.update_steps_max", update_steps_max,
@@ -231,6 +253,7 @@ class AmrgHopfieldConfig(PretrainedConfig):
         self.mode = mode
         self.hidden_size = hidden_size
         self.scaling = float(scaling)
+        self.beta_role = beta_role
         self.step_size = float(step_size)
         self.update_steps_max = update_steps_max
         self.update_steps_eps = float(update_steps_eps)

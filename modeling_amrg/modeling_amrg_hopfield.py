@@ -13,42 +13,71 @@ from torch import nn
 from .configuration_amrg import AmrgHopfieldConfig
 
 
-def hopfield_association(state: torch.Tensor, stored: torch.Tensor) -> torch.Tensor:
-    """Eq. 5: alpha_j = softmax_j(state . m_j / sqrt(d)), computed in fp32.
+def _inverse_temperature(beta: float, beta_role: str) -> float:
+    """The factor on the logits f*.m / sqrt(d): beta in the `"inverse_temperature"` role, 1 in `"as_printed"`."""
+    if beta_role not in AmrgHopfieldConfig.BETA_ROLES:
+        raise ValueError(f"`beta_role` must be one of {AmrgHopfieldConfig.BETA_ROLES}, got {beta_role!r}")
+    return beta if beta_role == "inverse_temperature" else 1.0
+
+
+def hopfield_association(state: torch.Tensor, stored: torch.Tensor, inverse_temperature: float = 1.0) -> torch.Tensor:
+    """Eq. 5: alpha_j = softmax_j(inverse_temperature * state . m_j / sqrt(d)), computed in fp32.
 
     Args:
         state: `(..., d)` state patterns f*.
         stored: `(N, d)` stored patterns m_j.
+        inverse_temperature: the factor on the logits: 1 for eq. 5 as printed, beta in the `"inverse_temperature"`
+            role (larger is sharper).
 
     Returns:
         `(..., N)` association weights in fp32 (all zeros when N = 0).
     """
     d = state.shape[-1]
-    logits = state.float() @ stored.float().transpose(0, 1) / math.sqrt(d)
+    # Scaled after the division by sqrt(d); a factor of 1.0 is exact, so eq. 5 as printed is unchanged bit for bit.
+    logits = state.float() @ stored.float().transpose(0, 1) / math.sqrt(d) * inverse_temperature
     if stored.shape[0] == 0:
         return logits
     return torch.softmax(logits, dim=-1)
 
 
-def hopfield_energy(state: torch.Tensor, query: torch.Tensor, stored: torch.Tensor, beta: float) -> torch.Tensor:
-    """Eq. 2: E(f*) = ||f* - f||^2 - beta * log sum_j exp(f*^T m_j / sqrt(d)), per state pattern, in fp32.
+def hopfield_energy(
+    state: torch.Tensor, query: torch.Tensor, stored: torch.Tensor, beta: float, beta_role: str = "inverse_temperature"
+) -> torch.Tensor:
+    """Eq. 2, per state pattern, in fp32, with z_j = f*^T m_j / sqrt(d):
+
+    - `beta_role="as_printed"`: E(f*) = ||f* - f||^2 - beta * log sum_j exp(z_j), as printed;
+    - `beta_role="inverse_temperature"`: E(f*) = ||f* - f||^2 - (2 sqrt(d) / beta) * log sum_j exp(beta z_j).
+      This is twice Ramsauer et al.'s energy 1/2 ||xi - f||^2 - lse(beta', X^T xi) with their inverse temperature
+      beta' = beta / sqrt(d), its quadratic term anchored at the query f as in eq. 2. The factor 2 keeps the paper's
+      ||f* - f||^2, so the gradient's Hessian stays bounded by 2I and the steps of eq. 3 mean the same in both roles.
 
     With an empty memory the log-sum-exp is -inf and the energy +inf (nothing to retrieve)."""
+    inverse_temperature = _inverse_temperature(beta, beta_role)
     d = state.shape[-1]
     logits = state.float() @ stored.float().transpose(0, 1) / math.sqrt(d)
-    lse = torch.logsumexp(logits, dim=-1)
-    return (state.float() - query.float()).pow(2).sum(-1) - beta * lse
+    anchor = (state.float() - query.float()).pow(2).sum(-1)
+    if beta_role == "as_printed":
+        return anchor - beta * torch.logsumexp(logits, dim=-1)
+    return anchor - (2.0 * math.sqrt(d) / beta) * torch.logsumexp(inverse_temperature * logits, dim=-1)
 
 
-def hopfield_energy_grad(state: torch.Tensor, query: torch.Tensor, stored: torch.Tensor, beta: float) -> torch.Tensor:
-    """Eq. 4, exact: dE/df* = 2 (f* - f) - (beta / sqrt(d)) sum_j alpha_j m_j.
+def hopfield_energy_grad(
+    state: torch.Tensor, query: torch.Tensor, stored: torch.Tensor, beta: float, beta_role: str = "inverse_temperature"
+) -> torch.Tensor:
+    """Eq. 4, exact, with alpha from `hopfield_association`:
+
+    - `"as_printed"`: dE/df* = 2 (f* - f) - (beta / sqrt(d)) sum_j alpha_j m_j, alpha_j = softmax_j(z_j);
+    - `"inverse_temperature"`: dE/df* = 2 (f* - f) - 2 sum_j alpha_j m_j, alpha_j = softmax_j(beta z_j).
 
     The paper prints eq. 4 without the 1/sqrt(d) factor; the factor is what the derivative of eq. 2 gives, and it is
     what makes eq. 3 a descent on eq. 2 (tests compare with autograd)."""
+    inverse_temperature = _inverse_temperature(beta, beta_role)
     d = state.shape[-1]
-    alpha = hopfield_association(state, stored)
+    alpha = hopfield_association(state, stored, inverse_temperature)
     retrieved = alpha @ stored.float()
-    return 2.0 * (state.float() - query.float()) - (beta / math.sqrt(d)) * retrieved
+    if beta_role == "as_printed":
+        return 2.0 * (state.float() - query.float()) - (beta / math.sqrt(d)) * retrieved
+    return 2.0 * (state.float() - query.float()) - 2.0 * retrieved
 
 
 def hopfield_retrieve(
@@ -59,24 +88,30 @@ def hopfield_retrieve(
     max_steps: int,
     eps: float,
     return_associations: bool = True,
+    beta_role: str = "inverse_temperature",
 ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """Eq. 3 iterated from f* = f until no state moves by more than `eps` or `max_steps` updates; eq. 6's output.
 
+    The update is f*_{t+1} = (1 - 2 eta) f*_t + 2 eta (f + r(f*_t)), with the retrieved memory r = sum_j alpha_j m_j
+    in the `"inverse_temperature"` role and r = beta / (2 sqrt(d)) sum_j alpha_j m_j in `"as_printed"`. With
+    `step_size` 0.5 it is the fixed-point iteration f*_{t+1} = f + r(f*_t); in the `"inverse_temperature"` role that
+    is Ramsauer et al.'s update X softmax(beta' X^T xi) with beta' = beta / sqrt(d), added to the query.
     The loop is differentiable (autograd unrolls it), so projections in front of it are trained through it.
 
     Returns:
         `(f*, alpha, steps)`: the retrieved states (dtype of `query`), the association weights of eq. 5 at f*
-        (fp32; `None` unless `return_associations`, which costs one more read of the memory), and the number of
-        updates taken.
+        (fp32, at the same inverse temperature as the update; `None` unless `return_associations`, which costs one
+        more read of the memory), and the number of updates taken.
     """
+    inverse_temperature = _inverse_temperature(beta, beta_role)
     state = query.float()
     steps = 0
     for steps in range(1, max_steps + 1):
-        update = step_size * hopfield_energy_grad(state, query, stored, beta)
+        update = step_size * hopfield_energy_grad(state, query, stored, beta, beta_role)
         state = state - update
         if update.detach().abs().max().item() <= eps:
             break
-    alpha = hopfield_association(state, stored) if return_associations else None
+    alpha = hopfield_association(state, stored, inverse_temperature) if return_associations else None
     return state.to(query.dtype), alpha, steps
 
 
@@ -85,7 +120,9 @@ class AmrgHopfieldMemory(nn.Module):
 
     Queries (the disease features F_d) and bank rows are projected into a shared association space (the learned
     parameters theta of eq. 7), then retrieved by `hopfield_retrieve` (mode `"energy"`) or by one multi-head
-    softmax update with a value projection (mode `"ramsauer"`). The bank itself is a frozen buffer passed in.
+    softmax update with a value projection (mode `"ramsauer"`). In the `"energy"` mode `config.beta_role` says
+    whether `config.scaling` is the inverse temperature of the association weights or, as printed, only the weight of
+    the retrieved memory. The bank itself is a frozen buffer passed in.
 
     Args:
         config: the Hopfield configuration.
@@ -130,6 +167,7 @@ class AmrgHopfieldMemory(nn.Module):
                 max_steps=self.config.update_steps_max,
                 eps=self.config.update_steps_eps,
                 return_associations=output_associations,
+                beta_role=self.config.beta_role,
             )
         else:
             states, alpha = self._ramsauer_update(state, stored, bank)
