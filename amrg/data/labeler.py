@@ -2,7 +2,8 @@
 
 Pipeline (after the CheXpert labeler): split the report into sentences; find mentions of each observation with the
 upstream phrase lists (MIT, `amrg/data/resources/chexpert_labeler`), dropping the upstream "unmention" phrases;
-classify each mention as uncertain, negative or positive with the rules of `amrg.data.labeler_rules`; aggregate per
+classify each mention as uncertain, negative or positive with the rules of `amrg.data.labeler_rules`, or drop it when
+it is hypothetical ("if there is X", "CT can be performed to identify X": not asserted, no label); aggregate per
 observation (positive over uncertain over negative); then apply the "No Finding" rule: 1 when no observation other
 than Support Devices is positive or uncertain and no other finding (the upstream `no_finding` list) is mentioned
 positively or uncertainly, else blank. A report without a word (empty, blank or punctuation only) states nothing:
@@ -132,8 +133,8 @@ class ReportLabeler:
         self._mention_regex = {name: self._compile(phrases) for name, phrases in self.mentions.items() if phrases}
         self._unmention_regex = {name: self._compile(p) for name, p in self.unmentions.items() if p}
         self._re = {key: re.compile(getattr(rules, key)) for key in (
-            "PRE_NEGATION_UNCERTAIN_BEFORE", "PRE_NEGATION_UNCERTAIN_AFTER", "NEGATION_BEFORE",
-            "NEGATION_BEFORE_SHORT",
+            "PRE_NEGATION_UNCERTAIN_BEFORE", "PRE_NEGATION_UNCERTAIN_AFTER", "HYPOTHETICAL_BEFORE",
+            "HYPOTHETICAL_AFTER", "NEGATION_BEFORE", "NEGATION_BEFORE_SHORT",
             "NEGATION_AFTER", "UNCERTAIN_BEFORE", "UNCERTAIN_AFTER", "STABLE_ANATOMY", "PSEUDO", "TERMINATORS",
             "ANATOMY_ABNORMAL", "ALWAYS_UNCERTAIN_EDEMA", "HEART_FAILURE")}
 
@@ -178,6 +179,8 @@ class ReportLabeler:
         if before("PRE_NEGATION_UNCERTAIN_BEFORE", start, rules.WINDOW_BEFORE) or \
                 after("PRE_NEGATION_UNCERTAIN_AFTER", end):
             return UNCERTAIN
+        if self._hypothetical(context, start, end):
+            return None  # not asserted: "if there is X", "CT can be performed to identify X"
         if (before("NEGATION_BEFORE", start, rules.WINDOW_BEFORE)
                 or before("NEGATION_BEFORE_SHORT", start, rules.WINDOW_BEFORE_SHORT, stop_at_comma=True)
                 or after("NEGATION_AFTER", end)):
@@ -195,6 +198,23 @@ class ReportLabeler:
         if anatomy and not context.clause_has_abnormality(start, end):
             return None  # not a finding: anatomy described without abnormality
         return POSITIVE
+
+    @staticmethod
+    def _hypothetical(context: _SentenceTriggers, start: int, end: int) -> bool:
+        """A hypothetical trigger governs the mention `[start, end)`: one after it, or one before it with no negation
+        or uncertainty trigger nearer to the mention (the nearer trigger governs, as a parser's head would: "if there
+        is concern for X" is uncertain, "if there is X" hypothetical)."""
+        if context.after("HYPOTHETICAL_AFTER", end):
+            return True
+        trigger = context.last_before("HYPOTHETICAL_BEFORE", start, rules.WINDOW_BEFORE)
+        if trigger < 0:
+            return False
+        nearer = (
+            context.last_before("NEGATION_BEFORE", start, rules.WINDOW_BEFORE),
+            context.last_before("NEGATION_BEFORE_SHORT", start, rules.WINDOW_BEFORE_SHORT, stop_at_comma=True),
+            context.last_before("UNCERTAIN_BEFORE", start, rules.WINDOW_BEFORE),
+        )
+        return all(other <= trigger for other in nearer)
 
     # -- public API ----------------------------------------------------------------------------------------------
     def find_mentions(self, report: str) -> list[Mention]:
@@ -363,13 +383,21 @@ class _SentenceTriggers:
     def before(self, key: str, start: int, window: int, stop_at_comma: bool = False) -> bool:
         """A trigger of `key` ends at most `window` tokens before `start`, in the same clause (and, with
         `stop_at_comma`, with no comma between)."""
+        return self.last_before(key, start, window, stop_at_comma) >= 0
+
+    def last_before(self, key: str, start: int, window: int, stop_at_comma: bool = False) -> int:
+        """Where the nearest trigger of `key` before `start` ends, if it acts on `start` (see `before`), else -1.
+        Only the nearest one needs a look: a farther one has at least as many tokens, terminators and commas
+        between."""
         spans, _ = self._trigger(key)
         index = spans.last_ending_by(start)
         if index < 0:
-            return False
+            return -1
         end = spans.ends[index]
-        return (self.tokens_between(end, start) <= window and not self._blocked(end, start)
-                and not (stop_at_comma and self._comma(end, start)))
+        if (self.tokens_between(end, start) <= window and not self._blocked(end, start)
+                and not (stop_at_comma and self._comma(end, start))):
+            return end
+        return -1
 
     def after(self, key: str, end: int, window: int = rules.WINDOW_AFTER) -> bool:
         """A trigger of `key` starts at most `window` tokens after `end`, in the same clause; across a comma only a

@@ -4,13 +4,19 @@ The upstream CheXpert labeler matches dependency-graph patterns produced by a pa
 These rules cover the same cases with trigger phrases that act within a window of tokens before or after a
 mention, inside one clause. Each trigger list is a regular expression over the lowercase sentence; a longer trigger
 wins over a shorter one at the same place ("cannot exclude" over "not"). The categories, in the upstream order of
-application:
+application with the hypothetical step (not upstream's) added:
 
-1. `PRE_NEGATION_UNCERTAIN`: uncertainty that contains a negation word ("cannot exclude", "no new").
-2. `NEGATION_BEFORE` / `NEGATION_AFTER`: negation ("no", "without", "... is normal", "... has resolved").
-3. `UNCERTAIN_BEFORE` / `UNCERTAIN_AFTER`: uncertainty ("possible", "may represent", "... is suspected"), plus
-   "X or Y" / "X versus Y" between two mentions.
-4. Otherwise the mention is positive.
+1. `PRE_NEGATION_UNCERTAIN`: uncertainty that contains a negation word ("cannot exclude", "no new"). It comes first
+   even inside a hypothetical: "X cannot be excluded" is uncertain wherever it stands.
+2. `HYPOTHETICAL_BEFORE` / `HYPOTHETICAL_AFTER` (ConText's "hypothetical" category, Harkema et al. 2009): a mention
+   inside a condition or a recommended work-up ("if there is X", "CT could be performed to identify X") is not
+   asserted at all and gets no label, unless a negation or uncertainty trigger stands between the hypothetical trigger
+   and the mention (the nearer trigger governs: "if there is concern for X" stays uncertain, as it was).
+3. `NEGATION_BEFORE` / `NEGATION_AFTER`: negation ("no", "without", "... is normal", "... has resolved").
+4. `UNCERTAIN_BEFORE` / `UNCERTAIN_AFTER`: uncertainty ("possible", "may represent", "... is suspected"), plus
+   "X or Y" / "X versus Y" between two mentions. A work-up meant to settle whether X is there ("to rule out X",
+   "to exclude X", "to evaluate for X") is uncertain, not hypothetical.
+5. Otherwise the mention is positive.
 
 `PSEUDO` phrases look like triggers but are not ("no change", "otherwise normal"); `TERMINATORS` end a trigger's scope.
 """
@@ -24,17 +30,41 @@ def _alternation(phrases: list[str]) -> str:
 
 
 _CANNOT = r"(?:cannot|can not|can't|could not|may not|not)"
+# "cannot be entirely excluded" and "cannot entirely be excluded" (IU X-ray writes both).
+_FULLY = r"(?:(?:entirely|completely|definitely|totally|confidently|fully) )?"
 PRE_NEGATION_UNCERTAIN_BEFORE = _alternation([
-    rf"{_CANNOT} (?:be )?(?:entirely |completely |definitely |totally )?(?:exclude|excluded|rule out|ruled out)",
-    r"difficult to (?:exclude|rule out)",
+    rf"{_CANNOT} {_FULLY}(?:be )?{_FULLY}(?:exclude|excluded|rule out|ruled out)",
+    rf"difficult to {_FULLY}(?:exclude|rule out)",
     r"no new",
     r"no evidence to rule out",
     r"not (?:be )?ruled out",
+    # A work-up "to ensure there is no X" means "to exclude X": uncertain, like "to exclude" (the "no" is not a
+    # negation of X; this list is matched before negation for that reason).
+    r"to (?:ensure|make sure|confirm)(?: that)? there (?:is|are) no",
 ])
 PRE_NEGATION_UNCERTAIN_AFTER = _alternation([
-    rf"(?:is |are |was |were )?{_CANNOT} (?:be )?(?:entirely |completely |definitely |totally )?"
-    r"(?:excluded|ruled out)",
-    r"(?:is |are )?not excluded",
+    rf"(?:is |are |was |were )?{_CANNOT} {_FULLY}(?:be )?{_FULLY}(?:excluded|ruled out)",
+    rf"(?:is |are )?not {_FULLY}excluded",
+    rf"(?:is |are )?difficult to {_FULLY}(?:exclude|rule out)",
+    # "X should be excluded": still to be settled, so uncertain (and matched before NEGATION_AFTER's "ruled out").
+    r"(?:should|must|needs? to|is to|are to|to) be (?:excluded|ruled out)",
+])
+
+# Hypothetical (after ConText's category, Harkema et al. 2009): the mention is not asserted, so it gets no label;
+# the reason for each group of triggers is on its line.
+HYPOTHETICAL_BEFORE = _alternation([
+    # conditions: "if there is continued concern ...", "should there be ...": nothing is asserted.
+    r"if", r"in case(?: of)?", r"should there be", r"in the event(?: of| that)?",
+    # a test to find something not seen: "CT can be performed to identify a small nodule".
+    r"to (?:identify|detect|look for|search for)",
+    # a recommended work-up of an unnamed finding; not of "this/the X" (a finding already described, asserted
+    # elsewhere) and not "evaluate for" / "assess for" (uncertain, see UNCERTAIN_BEFORE).
+    r"(?:for )?further (?:evaluation|assessment|characterization|workup|work-up) of(?! (?:this|these|those|the)\b)",
+    r"to (?:further )?(?:evaluate|assess|characterize|investigate)(?! (?:for|this|these|those|the)\b)",
+])
+HYPOTHETICAL_AFTER = _alternation([
+    # "fractures may not be demonstrated": a limitation of the study, not a finding.
+    r"(?:may|might|can|could) not be (?:demonstrated|seen|visualized|visible|detected|apparent|evident)",
 ])
 
 NEGATION_BEFORE = _alternation([
@@ -57,7 +87,10 @@ UNCERTAIN_BEFORE = _alternation([
     r"suspect", r"suspected", r"suspicious", r"suspicion", r"concern for", r"concerning for", r"worrisome for",
     r"questionable", r"question of", r"questioned", r"suggest", r"suggests", r"suggesting", r"suggestive of",
     r"compatible with", r"represent", r"represents", r"reflect", r"reflects", r"indicate", r"differential",
-    r"borderline", r"rule out", r"r/o", r"evaluate for", r"evaluation for", r"presumably", r"presumed",
+    # A work-up to settle whether X is there ("to rule out X", "to exclude X"): uncertain, as this labeler has always
+    # treated "rule out" / "evaluate for" (upstream CheXpert marks a bare "exclude X" / "rule out X" negative).
+    r"borderline", r"rule out", r"rule-out", r"r/o", r"exclude", r"evaluate for", r"evaluation for", r"assess for",
+    r"presumably", r"presumed",
     r"maybe", r"equivocal", r"indeterminate", r"uncertain", r"correlate", r"correlation", r"versus", r"vs",
     r"favor", r"favored", r"consider", r"considered",
 ])
@@ -76,6 +109,8 @@ STABLE_ANATOMY = _alternation([r"stable", r"unchanged", r"similar", r"not change
 PSEUDO = _alternation([
     r"no (?:significant |definite |interval |acute )?change", r"not only", r"no increase", r"without change",
     r"otherwise (?:normal|unremarkable|clear)", r"gram negative", r"not significantly changed",
+    # These qualify the recommended exam, not a finding ("if clinically indicated, CT ...").
+    r"if (?:clinically )?(?:indicated|warranted|available|desired|needed|necessary|appropriate)",
 ])
 TERMINATORS = (
     r"(?:\b(?:but|however|although|though|except|aside from|apart from|which|whereas|otherwise)\b"
