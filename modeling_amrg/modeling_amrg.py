@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from .configuration_amrg import VALID_LANGUAGE_MODEL_DTYPES, AmrgConfig
 from .modeling_amrg_disease import (
     AmrgDiseaseClassifier,
     AmrgDiseaseEncoder,
+    AmrgDiseaseFeatures,
     disease_classification_loss,
     disease_query_orthogonality_loss,
     stage1_targets,
@@ -467,12 +468,24 @@ class AmrgForConditionalGeneration(AmrgPreTrainedModel, GenerationMixin):
 
     def get_image_features(
         self,
-        pixel_values: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
         view_mask: torch.Tensor | None = None,
         output_hopfield_associations: bool = False,
+        disease_encoder_outputs: AmrgDiseaseFeatures | Mapping[str, torch.Tensor] | None = None,
     ) -> AmrgImageFeatures:
-        """`[F, Q_f, F']` of each study, projected to the LLM width and ordered by `config.llm_input_order`."""
-        encoded = self.disease_encoder(pixel_values, view_mask)
+        """`[F, Q_f, F']` of each study, projected to the LLM width and ordered by `config.llm_input_order`.
+
+        `disease_encoder_outputs` (instead of `pixel_values`): what `disease_encoder` returned for these studies,
+        computed beforehand (stage 2 keeps the disease encoder fixed, so its outputs can be computed once per study:
+        `amrg.training.image_features`)."""
+        if (pixel_values is None) == (disease_encoder_outputs is None):
+            raise ValueError("pass exactly one of `pixel_values` and `disease_encoder_outputs`")
+        if disease_encoder_outputs is None:
+            encoded = self.disease_encoder(pixel_values, view_mask)
+        elif isinstance(disease_encoder_outputs, Mapping):
+            encoded = AmrgDiseaseFeatures(**disease_encoder_outputs)
+        else:
+            encoded = disease_encoder_outputs
         memory = self.memory_features(encoded.disease_features, output_hopfield_associations)
         embeddings = self.language_projection(
             encoded.vision_tokens, encoded.query_features, memory.visual, memory.report, self.config.llm_input_order
@@ -498,6 +511,7 @@ class AmrgForConditionalGeneration(AmrgPreTrainedModel, GenerationMixin):
         view_mask: torch.Tensor | None = None,
         output_hopfield_associations: bool = False,
         return_dict: bool | None = None,
+        disease_encoder_outputs: AmrgDiseaseFeatures | Mapping[str, torch.Tensor] | None = None,
         **kwargs: Any,
     ) -> tuple | AmrgCausalLMOutputWithPast:
         r"""
@@ -508,18 +522,21 @@ class AmrgForConditionalGeneration(AmrgPreTrainedModel, GenerationMixin):
             the prompt, image placeholders and padding (the processor builds them).
         view_mask (`torch.BoolTensor` of shape `(batch_size, views)`, *optional*): views present in each study.
         output_hopfield_associations (`bool`, *optional*): return alpha of eq. 5 for both memories.
+        disease_encoder_outputs (`AmrgDiseaseFeatures` or a mapping of its fields, *optional*): the disease encoder's
+            outputs for these studies, computed beforehand, instead of `pixel_values`.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
         image = None
-        if pixel_values is not None:
+        if pixel_values is not None or disease_encoder_outputs is not None:
             if input_ids is None:
                 raise ValueError("`pixel_values` need `input_ids` that hold the image placeholder tokens")
             if self.config.image_token_index is None:
                 raise ValueError("`config.image_token_index` is not set: the model cannot find the image placeholders")
-            image = self.get_image_features(pixel_values, view_mask, output_hopfield_associations)
+            image = self.get_image_features(pixel_values, view_mask, output_hopfield_associations,
+                                            disease_encoder_outputs)
             inputs_embeds = merge_image_features(
                 input_ids, inputs_embeds, image.embeddings, self.config.image_token_index
             )

@@ -109,7 +109,21 @@ class AmrgProcessor(ProcessorMixin):
         if images is None:
             raise ValueError("`images` are required: AM-MRG writes a report for a study's images")
         studies = normalize_studies(images, self.image_processor.max_views)
-        batch = len(studies)
+        data = self.encode_text(len(studies), text, reports, padding_side, max_report_tokens)
+        data.update(self.image_processor(studies, return_tensors="pt"))
+        return BatchFeature(data, tensor_type=return_tensors)
+
+    def encode_text(
+        self,
+        batch: int,
+        text: str | Sequence[str] | None = None,
+        reports: str | Sequence[str] | None = None,
+        padding_side: str | None = None,
+        max_report_tokens: int | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The text side of `__call__` for `batch` studies: `input_ids` and `attention_mask` of the prompts (with the
+        image placeholders) and, with `reports`, the target reports appended and `labels`. Training with image
+        features computed beforehand (`amrg.training.image_features`) uses it without decoding any image."""
         prompts = self._per_study("text", text, batch)
         targets = self._per_study("reports", reports, batch)
         side = padding_side or ("right" if reports is not None else "left")
@@ -143,8 +157,7 @@ class AmrgProcessor(ProcessorMixin):
         data = {"input_ids": input_ids, "attention_mask": attention_mask}
         if reports is not None:
             data["labels"] = labels
-        data.update(self.image_processor(studies, return_tensors="pt"))
-        return BatchFeature(data, tensor_type=return_tensors)
+        return data
 
     @staticmethod
     def _per_study(name: str, value: str | Sequence[str] | None, batch: int) -> list[str | None]:

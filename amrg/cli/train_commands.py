@@ -219,7 +219,8 @@ def _cmd_stage2(args: argparse.Namespace) -> int:
                                  dataset=args.dataset, metrics=metric_names(not args.no_meteor),
                                  output=output / "metrics.json")
 
-    train_stage2(train_args, dataset, model, processor, lora=args.lora, after_training=write_test_predictions)
+    train_stage2(train_args, dataset, model, processor, lora=args.lora, after_training=write_test_predictions,
+                 precompute_image_features=args.precompute_image_features)
     return 0
 
 
@@ -298,6 +299,9 @@ def add_train_commands(subparsers) -> None:
     _training_options(stage2, 1e-4)
     stage2.add_argument("--model", required=True, help="model folder with banks")
     stage2.add_argument("--lora", action="store_true")
+    stage2.add_argument("--precompute-image-features", action="store_true",
+                        help="run the fixed disease encoder once per training study and train from its outputs "
+                             "(held in memory: for datasets that fit in RAM)")
     stage2.add_argument("--test-split", default="test")
     stage2.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java)")
 

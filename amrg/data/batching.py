@@ -75,11 +75,15 @@ class Stage2Collator:
         return dict(encoded)
 
 
-def make_loader(dataset: Any, collate, batch_size: int, seed: int, shuffle: bool, num_workers: int = 0):
+def make_loader(dataset: Any, collate, batch_size: int, seed: int, shuffle: bool, num_workers: int = 0,
+                columns: tuple[str, ...] | None = None):
+    """A DataLoader over the studies of `dataset` in `EpochSampler` order; `columns`: the fields read per study
+    (default `StudyDataset`'s; fewer columns decode less)."""
     sampler = EpochSampler(len(dataset), seed, shuffle)
     # A DataLoader draws a base seed when an iterator starts; from its own generator, not the global RNG, so that
     # a resumed run (which starts a fresh iterator after restoring the RNG states) sees the same dropout masks.
-    loader = DataLoader(StudyDataset(dataset), batch_size=batch_size, sampler=sampler, collate_fn=collate,
+    studies = StudyDataset(dataset) if columns is None else StudyDataset(dataset, columns)
+    loader = DataLoader(studies, batch_size=batch_size, sampler=sampler, collate_fn=collate,
                         num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
     return loader, sampler
 

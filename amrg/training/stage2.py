@@ -20,6 +20,7 @@ from amrg.evaluation.predictions import score_split
 from amrg.fileio import staged_folder
 from amrg.hub.export import save_model_folder
 from amrg.inference import generate_reports, validation_generation_config
+from amrg.training.image_features import CachedFeaturesCollator, precompute_disease_features
 from amrg.training.loop import (
     BestModel,
     JsonLogger,
@@ -41,17 +42,28 @@ from modeling_amrg import AmrgForConditionalGeneration, AmrgProcessor
 logger = logging.getLogger(__name__)
 # The paper: "The trained disease query features are fixed after Stage 1". The disease encoder (vision tower, query
 # tokens, Q-Former, disease queries, classifier) stays as stage 1 left it, so the classifier's probabilities still
-# describe the features the memories are queried with; the LLM is frozen (LoRA adapters optional). The Hopfield
-# memories and the projections to the LLM width train.
+# describe the features the memories are queried with; the LLM is frozen (LoRA adapters optional) unless the
+# configuration says otherwise (`freeze_language_model=False`: the demo's tiny LLM stand-in, see the README). The
+# Hopfield memories and the projections to the LLM width train.
 FROZEN_IN_STAGE2 = ("disease_encoder.", "language_model.")
 LORA_TARGETS = r".*\.(q_proj|k_proj|v_proj|o_proj)"
 
 
+def frozen_in_stage2(config) -> tuple[str, ...]:
+    """The parameter-name prefixes stage 2 keeps fixed: the disease encoder, and the LLM when
+    `config.freeze_language_model` (the paper)."""
+    return FROZEN_IN_STAGE2 if config.freeze_language_model else ("disease_encoder.",)
+
+
 def set_stage2_trainable(model: AmrgForConditionalGeneration, lora: bool = False, lora_rank: int = 8) -> None:
-    """Freeze what stage 2 keeps fixed (`FROZEN_IN_STAGE2`); with `lora`, wrap the frozen LLM with peft LoRA
+    """Freeze what stage 2 keeps fixed (`frozen_in_stage2`); with `lora`, wrap the frozen LLM with peft LoRA
     adapters. The training loop keeps fully frozen modules in eval mode (`amrg.training.loop.set_train_mode`)."""
+    if lora and not model.config.freeze_language_model:
+        raise ValueError("LoRA adapters are for a frozen LLM: the configuration has freeze_language_model=false "
+                         "(the whole LLM trains); drop --lora or set it true")
+    frozen = frozen_in_stage2(model.config)
     for name, parameter in model.named_parameters():
-        parameter.requires_grad = not name.startswith(FROZEN_IN_STAGE2)
+        parameter.requires_grad = not name.startswith(frozen)
     if lora:
         from peft import LoraConfig, get_peft_model
 
@@ -94,22 +106,29 @@ def train_stage2(
     generation_config: GenerationConfig | None = None,
     max_report_tokens: int | None = 120,
     after_training: Callable[[Accelerator, Path], None] | None = None,
+    precompute_image_features: bool = False,
 ) -> Path:
     """Train, validate each epoch (decoding with `generation_config`, default `validation_generation_config`), keep
     the best (BLEU-4 + CIDEr) as a loadable model folder in `output_dir/best`; returns it. The output folder is taken
     for the run (`amrg.training.loop.run_folder`: refused when it holds another run); `after_training(accelerator,
     best_folder)`, called on every process before it is released, writes what else belongs in it (the CLI's test
-    predictions)."""
+    predictions).
+
+    `precompute_image_features`: run the fixed disease encoder once per training study before the first epoch and
+    train from its stored outputs (`amrg.training.image_features`; the same losses, each epoch without the image
+    side; the features of the whole split are held in memory)."""
     check_splits(dataset, ("train", "val"), "stage 2")
     check_memory_banks(model)
     output_dir = Path(args.output_dir)
     generation_config = generation_config or validation_generation_config(model)
     accelerator = make_accelerator(args)
     check_processes_agree(accelerator, {"arguments": arguments_dict(args), "lora": lora,
+                                        "precompute_image_features": precompute_image_features,
                                         "data": data_fingerprint(dataset), "model": model.config.to_json_string()})
     best = BestModel([output_dir / "best", output_dir / "best_lora_adapter"])
     with run_folder(accelerator, args, "stage2", best):
-        _train(accelerator, args, dataset, model, processor, lora, generation_config, max_report_tokens, best)
+        _train(accelerator, args, dataset, model, processor, lora, generation_config, max_report_tokens, best,
+               precompute_image_features)
         if after_training is not None:
             after_training(accelerator, best.folders[0])
         accelerator.wait_for_everyone()
@@ -117,7 +136,8 @@ def train_stage2(
 
 
 def _train(accelerator, args: TrainArguments, dataset, model: AmrgForConditionalGeneration, processor: AmrgProcessor,
-           lora: bool, generation_config: GenerationConfig, max_report_tokens: int | None, best: BestModel) -> None:
+           lora: bool, generation_config: GenerationConfig, max_report_tokens: int | None, best: BestModel,
+           precompute_image_features: bool = False) -> None:
     output_dir = Path(args.output_dir)
     # peft draws the LoRA matrices from the global RNG: seeded, so that two runs with the same arguments (an
     # uninterrupted one and one killed and resumed) start from the same adapters.
@@ -125,11 +145,19 @@ def _train(accelerator, args: TrainArguments, dataset, model: AmrgForConditional
     set_stage2_trainable(model, lora)
     if accelerator.is_main_process:
         save_run_config(output_dir, "stage2", {**arguments_dict(args), "lora": lora,
+                                               "precompute_image_features": precompute_image_features,
                                                "generation": generation_config.to_diff_dict(),
                                                "effective": effective_setup(accelerator, model),
                                                "config": model.config.to_dict()})
-    collate = Stage2Collator(processor, max_report_tokens=max_report_tokens)
-    loader, sampler = make_loader(dataset["train"], collate, args.batch_size, args.seed, True, args.num_workers)
+    if precompute_image_features:
+        cache = precompute_disease_features(accelerator, model.disease_encoder.to(accelerator.device),
+                                            dataset["train"], processor.image_processor, args.batch_size,
+                                            args.num_workers)
+        loader, sampler = make_loader(dataset["train"], CachedFeaturesCollator(processor, cache, max_report_tokens),
+                                      args.batch_size, args.seed, True, columns=CachedFeaturesCollator.columns)
+    else:
+        collate = Stage2Collator(processor, max_report_tokens=max_report_tokens)
+        loader, sampler = make_loader(dataset["train"], collate, args.batch_size, args.seed, True, args.num_workers)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate, weight_decay=args.weight_decay)
     steps = total_steps(len(loader), args.epochs, args.gradient_accumulation_steps, args.max_steps)
