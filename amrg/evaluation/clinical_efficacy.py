@@ -9,8 +9,9 @@ Protocol (stated in every output):
   per-observation figures, where a figure whose denominator is 0 is 0 (scikit-learn's `zero_division=0`);
 - example-based figures are computed per report and averaged; a report whose prediction and reference both have no
   present observation scores 1, one of them empty scores 0;
-- every figure is given over the 14 observations and over the 5 that most papers quote (Cardiomegaly, Edema,
-  Consolidation, Atelectasis, Pleural Effusion);
+- every figure is given over the 14 observations, over the 13 findings (all but "No Finding": a report that only
+  says "normal" earns nothing there) and over the 5 that most papers quote (Cardiomegaly, Edema, Consolidation,
+  Atelectasis, Pleural Effusion);
 - bootstrap 95% intervals resample reports with replacement (percentile method, seeded);
 - a report without a word (empty or punctuation only) has every label blank: it states no observation.
 """
@@ -26,6 +27,7 @@ from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
 
 
 FIVE_OBSERVATIONS = ("Cardiomegaly", "Edema", "Consolidation", "Atelectasis", "Pleural Effusion")
+FINDINGS = tuple(name for name in CHEXPERT_OBSERVATIONS if name != "No Finding")
 UNCERTAIN_MAPPINGS = ("negative", "positive")
 
 
@@ -88,11 +90,14 @@ def clinical_efficacy(
     if predicted_labels.shape[0] == 0:
         raise ValueError("no reports to score")
     predicted, reference = binarize(predicted_labels, uncertain), binarize(reference_labels, uncertain)
-    five = [CHEXPERT_OBSERVATIONS.index(name) for name in FIVE_OBSERVATIONS]
+    subsets = {"13": [CHEXPERT_OBSERVATIONS.index(name) for name in FINDINGS],
+               "5": [CHEXPERT_OBSERVATIONS.index(name) for name in FIVE_OBSERVATIONS]}
 
     def figures(rows: np.ndarray | slice) -> dict[str, float]:
         out = {f"ce_{k}_14": v for k, v in ce_figures(predicted[rows], reference[rows]).items()}
-        out.update({f"ce_{k}_5": v for k, v in ce_figures(predicted[rows][:, five], reference[rows][:, five]).items()})
+        for suffix, columns in subsets.items():
+            out.update({f"ce_{k}_{suffix}": v
+                        for k, v in ce_figures(predicted[rows][:, columns], reference[rows][:, columns]).items()})
         return out
 
     result: dict = figures(slice(None))
