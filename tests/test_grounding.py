@@ -5,6 +5,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import random_banks, synthetic_radiograph
 from datasets import Dataset, Features, List, Value
 from datasets import Image as ImageFeature
 from PIL import Image
@@ -18,7 +19,6 @@ from amrg.evaluation.grounding import (
     prefix_information,
     template_reports,
 )
-from conftest import random_banks, synthetic_radiograph
 from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
 
 
