@@ -1,5 +1,6 @@
 """`report.html` of a run: for several test studies the image, a Grad-CAM overlay, the generated and reference reports,
-the 14 probabilities, and the memory rows each Hopfield network retrieved most."""
+the probability of each of the model's observations (`config.observation_names`, with the reference label of that
+name), and the memory rows each Hopfield network retrieved most."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from amrg.data.batching import labels_tensor
 from amrg.fileio import write_text
 from amrg.memory.mining import frontal_cam
-from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
 
 
 def _png(array: np.ndarray) -> str:
@@ -36,8 +37,20 @@ def _cam_overlay(stage1, pixels: torch.Tensor, target: int, image_processor) -> 
     return show_cam_on_image(rgb, heat, use_rgb=True)
 
 
+def _most_likely_finding(probabilities: list[float], names: list[str]) -> int:
+    """Index of the most probable observation other than "No Finding" (a model of "No Finding" alone: that one)."""
+    findings = [index for index, name in enumerate(names) if name != "No Finding"] or list(range(len(names)))
+    return max(findings, key=lambda index: probabilities[index])
+
+
 def write_report_html(path: Path, model, processor, stage1, rows, metrics: dict, predictions_path: Path,
                       n_studies: int = 6) -> Path:
+    """Write the page for the first `n_studies` of `rows` (a split with `id`, `images`, `report`, `labels`).
+
+    The probabilities, disease queries and memory rows are `model`'s, named by its `config.observation_names`; the
+    Grad-CAM overlay is the `stage1` classifier's logit of the same observation, found by name."""
+    names = list(model.config.observation_names)
+    stage1_names = list(stage1.config.observation_names)
     predictions = {json.loads(line)["id"]: json.loads(line)["prediction"]
                    for line in Path(predictions_path).read_text().splitlines() if line.strip()}
     image_processor = processor.image_processor
@@ -49,8 +62,10 @@ def write_report_html(path: Path, model, processor, stage1, rows, metrics: dict,
             image = model.get_image_features(inputs["pixel_values"], inputs["view_mask"],
                                              output_hopfield_associations=True)
         probabilities = torch.sigmoid(image.disease_logits[0].float()).tolist()
-        top = int(np.argmax(probabilities[:-1]))  # the most likely finding (No Finding excluded)
-        overlay = _cam_overlay(stage1, inputs["pixel_values"][0, 0], top, image_processor)
+        top = _most_likely_finding(probabilities, names)
+        # The CAM is the stage-1 classifier's: its logit of the same observation, which may sit elsewhere there.
+        overlay = (_cam_overlay(stage1, inputs["pixel_values"][0, 0], stage1_names.index(names[top]), image_processor)
+                   if names[top] in stage1_names else None)
         frontal = np.asarray(row["images"][0].convert("L"))
         memory_rows = []
         for bank, associations in (("visual_bank", image.visual_associations),
@@ -60,19 +75,23 @@ def write_report_html(path: Path, model, processor, stage1, rows, metrics: dict,
             for item in model.top_memory_rows(associations, bank, k=3)[0][top]:
                 label = item["text"] or item["source_id"]
                 memory_rows.append(f"<li>{bank}: {html.escape(label)} "
-                                   f"({CHEXPERT_OBSERVATIONS[item['disease_id']]}, weight {item['weight']:.3f})</li>")
+                                   f"({names[item['disease_id']]}, weight {item['weight']:.3f})</li>")
+        # The dataset's labels are in CheXpert order: the reference of each of the model's names, picked by name.
+        references = labels_tensor([row], names)[0].tolist()
         probability_rows = "".join(
             f"<tr><td>{name}</td><td>{p:.3f}</td><td>{'' if np.isnan(v) else v}</td></tr>"
-            for name, p, v in zip(CHEXPERT_OBSERVATIONS, probabilities,
-                                  [np.nan if v is None else v for v in row["labels"]]))
+            for name, p, v in zip(names, probabilities, references))
+        overlay_figure = ("" if overlay is None else
+                          f'<figure><img src="{_png(overlay)}"><figcaption>Grad-CAM: {names[top]}</figcaption>'
+                          "</figure>")
         sections.append(f"""
 <section><h2>{html.escape(row['id'])}</h2>
 <div class="images"><figure><img src="{_png(frontal)}"><figcaption>frontal</figcaption></figure>
-<figure><img src="{_png(overlay)}"><figcaption>Grad-CAM: {CHEXPERT_OBSERVATIONS[top]}</figcaption></figure></div>
+{overlay_figure}</div>
 <p><b>Generated:</b> {html.escape(predictions.get(row['id'], ''))}</p>
 <p><b>Reference:</b> {html.escape(row['report'])}</p>
 <table><tr><th>observation</th><th>probability</th><th>reference label</th></tr>{probability_rows}</table>
-<p><b>Memory rows retrieved most by the {CHEXPERT_OBSERVATIONS[top]} query:</b></p><ul>{''.join(memory_rows)}</ul>
+<p><b>Memory rows retrieved most by the {names[top]} query:</b></p><ul>{''.join(memory_rows)}</ul>
 </section>""")
     table = json.dumps(metrics.get("test", {}), indent=1)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>AM-MRG demo report</title>

@@ -3,7 +3,7 @@ access with images decoded on access (`StudyDataset`), the collators of both sta
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from modeling_amrg import AmrgImageProcessor, AmrgProcessor
+from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
 
 
 class EpochSampler(Sampler[int]):
@@ -46,8 +47,29 @@ class StudyDataset(Dataset):
         return {key: row[key] for key in self.columns if key in row}
 
 
-def labels_tensor(batch: list[dict]) -> torch.Tensor:
-    return torch.tensor([[np.nan if v is None else v for v in item["labels"]] for item in batch], dtype=torch.float32)
+def label_columns(observation_names: Sequence[str]) -> list[int]:
+    """The columns of a dataset's `labels` (14 values in `CHEXPERT_OBSERVATIONS` order, from the labeler or the
+    annotation) that hold `observation_names`, picked by name: a model configured with another set or order of
+    observations must see its own. A name the labeler does not know has no column and is refused, naming it."""
+    if isinstance(observation_names, str):
+        raise ValueError(f"`observation_names` must be a list of observation names, got the string "
+                         f"{observation_names!r}")
+    unknown = [name for name in observation_names if name not in CHEXPERT_OBSERVATIONS]
+    if unknown:
+        raise ValueError(f"`observation_names` {unknown} are not observations of the dataset labels (the CheXpert "
+                         f"labeler's {list(CHEXPERT_OBSERVATIONS)}): there is no label column to train or mine them")
+    return [CHEXPERT_OBSERVATIONS.index(name) for name in observation_names]
+
+
+def labels_tensor(batch: list[dict], observation_names: Sequence[str] | None = None) -> torch.Tensor:
+    """`(len(batch), n)` float32 labels (1, 0, -1, NaN for blank) of the studies in `batch`: all 14 dataset columns
+    in `CHEXPERT_OBSERVATIONS` order, or, given `observation_names` (a model's `config.observation_names`), the
+    columns of those names in that order (see `label_columns`)."""
+    rows = [[np.nan if v is None else v for v in item["labels"]] for item in batch]
+    if observation_names is not None:
+        columns = label_columns(observation_names)
+        rows = [[row[column] for column in columns] for row in rows]
+    return torch.tensor(rows, dtype=torch.float32)
 
 
 class Stage1Collator:
@@ -88,4 +110,5 @@ def make_loader(dataset: Any, collate, batch_size: int, seed: int, shuffle: bool
     return loader, sampler
 
 
-__all__ = ["EpochSampler", "Stage1Collator", "Stage2Collator", "StudyDataset", "labels_tensor", "make_loader"]
+__all__ = ["EpochSampler", "Stage1Collator", "Stage2Collator", "StudyDataset", "label_columns", "labels_tensor",
+           "make_loader"]

@@ -3,6 +3,8 @@ macro means, as logged every validation epoch and used to keep the best epoch.""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
@@ -27,11 +29,25 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def classification_report(probabilities: np.ndarray, labels: np.ndarray) -> dict:
-    """Per-observation AUC and F1 (threshold 0.5; present = label 1) and their macro means."""
+def classification_report(probabilities: np.ndarray, labels: np.ndarray,
+                          observation_names: Sequence[str] | None = None) -> dict:
+    """Per-observation AUC and F1 (threshold 0.5; present = label 1) and their macro means.
+
+    Args:
+        probabilities: `(studies, n)` classifier probabilities, column `i` for `observation_names[i]`.
+        labels: `(studies, n)` labels in the same column order (1, 0, -1 or NaN).
+        observation_names: the names of the columns, a model's `config.observation_names` (default: the 14
+            `CHEXPERT_OBSERVATIONS`); `per_observation` is keyed by them, in this order.
+    """
+    names = list(CHEXPERT_OBSERVATIONS if observation_names is None else observation_names)
+    probabilities, labels = np.asarray(probabilities), np.asarray(labels)
+    if probabilities.ndim != 2 or probabilities.shape != labels.shape or probabilities.shape[1] != len(names):
+        # A silent mismatch would score each observation against another's labels.
+        raise ValueError(f"`probabilities` and `labels` must both be (studies, {len(names)}), one column per "
+                         f"observation of `observation_names` {names}, got {probabilities.shape} and {labels.shape}")
     present = labels == 1
     rows = {}
-    for index, name in enumerate(CHEXPERT_OBSERVATIONS):
+    for index, name in enumerate(names):
         predicted = probabilities[:, index] >= 0.5
         tp = int((predicted & present[:, index]).sum())
         denominator = int(predicted.sum() + present[:, index].sum())

@@ -10,6 +10,9 @@ observation it mentions positively (labeler) or to "No Finding"; the `target_row
 observations in proportion to how often their sentences occur (largest remainders), sampled with the seed, and
 encoded by the report encoder (mean-pooled last hidden state, or [CLS]).
 
+A row's disease id is the index of its observation in the model's `config.observation_names` (the model's logit and
+disease-query order), found by name; sentences about observations the model does not have are left out.
+
 Building from a split other than train is refused unless forced, and the provenance says so.
 """
 
@@ -19,6 +22,7 @@ import heapq
 import logging
 import re
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
+from amrg.data.batching import label_columns
 from amrg.data.labeler import ReportLabeler
 from amrg.hub.tokenizer import train_report_tokenizer
 from amrg.memory.mining import TRAIN_SPLIT, Region, masked_image, mining_provenance
@@ -88,6 +93,22 @@ def select_visual_rows(regions: list[Region], image_size: int, grid: int, patch_
     return {index: sorted(heap, reverse=True) for index, heap in heaps.items()}
 
 
+def check_region_observations(regions: list[Region], observation_names: Sequence[str]) -> None:
+    """Refuse regions whose observation the model does not have, or whose `observation_index` is not that
+    observation's index in `observation_names` (mined with a model of another observation set or order): the
+    index becomes the rows' disease id, so it must be this model's."""
+    index_of = {name: index for index, name in enumerate(observation_names)}
+    for region in regions:
+        if region.observation not in index_of:
+            raise ValueError(f"the region of study {region.study_id!r} is for {region.observation!r}, which is not an "
+                             f"observation of the model (its `config.observation_names` are {list(index_of)})")
+        if region.observation_index != index_of[region.observation]:
+            raise ValueError(f"the region of study {region.study_id!r} has `observation_index` "
+                             f"{region.observation_index} for {region.observation!r}, which is observation "
+                             f"{index_of[region.observation]} of this model: the regions were mined with a model of "
+                             "another observation set or order (mine them again with this stage-1 model)")
+
+
 @torch.no_grad()
 def build_visual_bank(
     model: AmrgForDiseaseClassification,
@@ -113,6 +134,7 @@ def build_visual_bank(
     _refuse_non_train(split, force, "visual bank")
     config = model.config
     names = config.observation_names
+    check_region_observations(regions, names)
     image_size = config.vision_config.image_size
     processor = AmrgImageProcessor(image_size=image_size)
     fill = (0 - torch.tensor(processor.image_mean)) / torch.tensor(processor.image_std)
@@ -167,17 +189,27 @@ def split_report_sentences(report: str) -> list[str]:
     return [s.strip() for s in re.split(r"(?<=[.!?])\s+|\.\s*$", text) if s and len(s.strip()) > 2]
 
 
-def assign_sentences(reports: list[str], labeler) -> tuple[dict[str, str], Counter]:
-    """Distinct sentences -> observation, and how often each sentence occurs."""
+def assign_sentences(reports: list[str], labeler, observation_names: Sequence[str] | None = None
+                     ) -> tuple[dict[str, str], Counter]:
+    """Distinct sentences -> observation, and how often each sentence occurs.
+
+    A sentence goes to the first finding among `observation_names` (a model's `config.observation_names`; default
+    the 14 `CHEXPERT_OBSERVATIONS`) that the labeler finds positive, else to "No Finding" when it is one of them and
+    the labeler sets it; other sentences are not assigned. "First" is in the labeler's (CheXpert) order, so that the
+    order of a model's names changes the disease ids, never which sentence goes where. Names the labeler does not
+    know are refused (`ValueError`)."""
+    names = list(CHEXPERT_OBSERVATIONS if observation_names is None else observation_names)
+    # (column of the labeler's output, name) of the model's findings, in the labeler's order.
+    findings = sorted((column, name) for column, name in zip(label_columns(names), names) if name != "No Finding")
+    no_finding = CHEXPERT_OBSERVATIONS.index("No Finding") if "No Finding" in names else None
     counts = Counter(sentence for report in reports for sentence in split_report_sentences(report))
     assignment = {}
     for sentence in counts:
         labels = labeler.label(sentence)
-        positive = [CHEXPERT_OBSERVATIONS[i] for i, v in enumerate(labels) if v == 1.0 and CHEXPERT_OBSERVATIONS[i]
-                    != "No Finding"]
+        positive = [name for column, name in findings if labels[column] == 1.0]
         if positive:
             assignment[sentence] = positive[0]
-        elif labels[CHEXPERT_OBSERVATIONS.index("No Finding")] == 1.0:
+        elif no_finding is not None and labels[no_finding] == 1.0:
             assignment[sentence] = "No Finding"
     return assignment, counts
 
@@ -243,12 +275,17 @@ def build_report_memory(
     labeler=None,
     provenance: dict | None = None,
     device: str | torch.device = "cpu",
+    observation_names: Sequence[str] | None = None,
 ) -> dict:
-    """Report-memory contents for `set_memory_banks(report=...)` (see the module docstring)."""
+    """Report-memory contents for `set_memory_banks(report=...)` (see the module docstring). `observation_names` are
+    the model's (`config.observation_names`; default the 14 `CHEXPERT_OBSERVATIONS`): a row's disease id is its
+    observation's index there, and sentences about other observations are left out (see `assign_sentences`)."""
     _refuse_non_train(split, force, "report memory")
+    names = list(CHEXPERT_OBSERVATIONS if observation_names is None else observation_names)
+    label_columns(names)  # refused before the labeler and the encoder are loaded
     if labeler is None:
         labeler = ReportLabeler()
-    assignment, counts = assign_sentences(reports, labeler)
+    assignment, counts = assign_sentences(reports, labeler, names)
     by_class: dict[str, list[str]] = defaultdict(list)
     for sentence, observation in assignment.items():
         by_class[observation].append(sentence)
@@ -256,14 +293,14 @@ def build_report_memory(
     quotas = proportional_quotas(frequencies, {k: len(v) for k, v in by_class.items()}, target_rows)
     rng = np.random.default_rng(seed)
     chosen: list[tuple[str, str]] = []
-    for observation in sorted(by_class, key=CHEXPERT_OBSERVATIONS.index):
+    for observation in sorted(by_class, key=names.index):
         pool = sorted(by_class[observation])
         picks = rng.permutation(len(pool))[:quotas[observation]]
         chosen.extend((observation, pool[i]) for i in sorted(picks))
     sentences = [s for _, s in chosen]
     return {
         "embeddings": encode_sentences(sentences, encoder_path, pooling, device=device),
-        "disease_ids": [CHEXPERT_OBSERVATIONS.index(o) for o, _ in chosen],
+        "disease_ids": [names.index(o) for o, _ in chosen],
         "source_ids": [f"sentence-{i}" for i in range(len(chosen))],
         "texts": sentences,
         "provenance": {

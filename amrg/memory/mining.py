@@ -4,6 +4,11 @@ For each training study and each observation it is positive for, a CAM of the st
 observation is computed on the frontal view (the first view); the image is cut into `patch_size` squares, a patch is
 kept when its mean activation exceeds `tau` (eq. 1), and at most `top_k` patches (highest means first) are kept per
 (image, observation). The CAM method is a choice (GradCAM, GradCAM++, XGradCAM, EigenCAM, HiResCAM).
+
+The observations are the model's (`config.observation_names`, in its logit order), "No Finding" included as in the
+paper (Table V: 14 diseases x rows per disease); `observations=` mines a subset. A study is positive for an
+observation when the dataset label of that name is 1: the dataset's labels are in `CHEXPERT_OBSERVATIONS` order and
+are picked by name, and the CAM targets the model's logit of that name.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,15 +26,17 @@ from PIL import Image, ImageDraw
 from torch import nn
 from tqdm.auto import tqdm
 
+from amrg.data.batching import label_columns
 from amrg.fileio import write_json, write_json_lines
 from modeling_amrg import AmrgForDiseaseClassification, AmrgImageProcessor
-from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
 
 
 logger = logging.getLogger(__name__)
 CAM_METHODS = ("gradcam", "gradcam++", "xgradcam", "eigencam", "hirescam")
 TRAIN_SPLIT = "train"
 MINING_PROVENANCE_KEYS = ("cam_method", "tau", "top_k")
+# Recorded when the summary has it (summaries written before it was recorded lack it).
+OPTIONAL_MINING_PROVENANCE_KEYS = ("observations",)
 
 
 def _cam_class(method: str):
@@ -43,7 +51,9 @@ def _cam_class(method: str):
 
 @dataclass
 class Region:
-    """The kept patches of one (study, observation): row-major patch indices and their mean activations."""
+    """The kept patches of one (study, observation): row-major patch indices and their mean activations.
+    `observation_index` is the observation's logit in the mining model (`config.observation_names.index(observation)`),
+    the disease id of the visual-bank rows cut from it."""
 
     study_id: str
     observation: str
@@ -100,6 +110,33 @@ def frontal_cam(model: AmrgForDiseaseClassification, cam_method: str = "gradcam"
                                   reshape_transform=lambda t: t.permute(0, 3, 1, 2))
 
 
+def mining_targets(observation_names: Sequence[str], observations: Sequence[str] | None = None
+                   ) -> list[tuple[str, int, int]]:
+    """`(name, logit index, dataset label column)` of each observation to mine, in the model's order.
+
+    Args:
+        observation_names: the model's observations (`config.observation_names`), one logit each.
+        observations: the ones to mine (default: all of them, "No Finding" included); each must be one of
+            `observation_names`.
+    Raises `ValueError` naming an observation the model has no logit for, or the dataset labels no column for.
+    """
+    names = list(observation_names)
+    columns = label_columns(names)  # refuses names the labeler does not know
+    if observations is None:
+        chosen = names
+    else:
+        if isinstance(observations, str):
+            raise ValueError(f"`observations` must be a list of observation names, got the string {observations!r}")
+        chosen = list(dict.fromkeys(observations))
+        unknown = [name for name in chosen if name not in names]
+        if unknown:
+            raise ValueError(f"`observations` {unknown} are not observations of the model (its "
+                             f"`config.observation_names` are {names}): there is no logit to mine them from")
+        if not chosen:
+            raise ValueError("`observations` is empty: name at least one observation to mine")
+    return [(name, index, columns[index]) for index, name in enumerate(names) if name in chosen]
+
+
 def mine_regions(
     model: AmrgForDiseaseClassification,
     rows,
@@ -114,26 +151,31 @@ def mine_regions(
     n_overlays: int = 8,
     masks: dict[tuple[str, str], np.ndarray] | None = None,
     autocast_dtype: torch.dtype | None = None,
+    observations: Sequence[str] | None = None,
 ) -> tuple[list[Region], dict]:
-    """Mine regions from `rows` (a `datasets.Dataset` split with `id`, `images`, `labels`).
+    """Mine regions from `rows` (a `datasets.Dataset` split with `id`, `images`, `labels` in `CHEXPERT_OBSERVATIONS`
+    order).
 
     The model runs where it is (move it to the device first); `autocast_dtype` (e.g. `torch.bfloat16`) runs its
-    forward under autocast. Returns the regions and a summary: counts, throughput (study-observation pairs per
-    second) and, when ground-truth `masks` `{(study_id, observation): bool (H, W)}` are given, how often kept patches
-    hit them against chance."""
+    forward under autocast. `observations` are the model's observations to mine (default: every one of
+    `model.config.observation_names`, "No Finding" included; see `mining_targets`). Returns the regions and a
+    summary: the observations mined, counts, throughput (study-observation pairs per second) and, when ground-truth
+    `masks` `{(study_id, observation): bool (H, W)}` are given, how often kept patches hit them against chance."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     if split != TRAIN_SPLIT and not allow_non_train:
         raise ValueError(f"mining on the {split!r} split is refused: banks must come from training data "
                          "(pass allow_non_train=True / --allow-non-train to override; it is recorded)")
     config = model.config
+    targets = mining_targets(config.observation_names, observations)
     image_size = config.vision_config.image_size
     if image_size % patch_size:
         raise ValueError(f"`patch_size` {patch_size} must divide the image size {image_size}")
     processor = AmrgImageProcessor(image_size=image_size)
     model.eval()
     device = next(model.parameters()).device
-    pairs = [(i, j) for i, labels in enumerate(rows["labels"]) for j, value in enumerate(labels)
-             if value == 1.0 and CHEXPERT_OBSERVATIONS[j] != "No Finding"]
+    # (study row, observation name, logit index): the dataset label is read by name, the CAM targets the logit.
+    pairs = [(i, name, index) for i, labels in enumerate(rows["labels"]) for name, index, column in targets
+             if labels[column] == 1.0]
     regions: list[Region] = []
     hits, chance, scored = 0.0, 0.0, 0
     overlays = []
@@ -141,19 +183,20 @@ def mine_regions(
     with frontal_cam(model, cam_method) as cam:
         for first in tqdm(range(0, len(pairs), batch_size), desc=f"mining ({cam_method})"):
             chunk = pairs[first:first + batch_size]
-            studies = sorted({i for i, _ in chunk})
+            studies = sorted({i for i, _, _ in chunk})
             images = {i: processor.preprocess_view(rows[i]["images"][0]) for i in studies}
-            batch = torch.stack([images[i] for i, _ in chunk])
+            batch = torch.stack([images[i] for i, _, _ in chunk])
             # Autocast rather than casting the weights: grad-cam reads activations and gradients as numpy arrays,
             # which have no bfloat16 (the final LayerNorm, the CAM's target layer, runs in fp32 under autocast).
             with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
                                 enabled=autocast_dtype is not None):
-                maps = cam(input_tensor=batch.to(device), targets=[ClassifierOutputTarget(j) for _, j in chunk])
-            for (i, j), cam_map in zip(chunk, maps):
-                study, observation = rows[i]["id"], CHEXPERT_OBSERVATIONS[j]
+                maps = cam(input_tensor=batch.to(device),
+                           targets=[ClassifierOutputTarget(index) for _, _, index in chunk])
+            for (i, observation, index), cam_map in zip(chunk, maps):
+                study = rows[i]["id"]
                 patches, scores = select_patches(cam_map, patch_size, tau, top_k)
                 if patches:
-                    regions.append(Region(study, observation, j, patches, scores))
+                    regions.append(Region(study, observation, index, patches, scores))
                 if masks is not None and (study, observation) in masks and patches:
                     hit, expected = _hit_rate(masks[(study, observation)], patches, patch_size, image_size)
                     hits, chance, scored = hits + hit, chance + expected, scored + 1
@@ -162,7 +205,9 @@ def mine_regions(
     seconds = time.perf_counter() - start
     summary = {
         "split": split, "forced_non_train": split != TRAIN_SPLIT, "cam_method": cam_method, "tau": tau,
-        "top_k": top_k, "patch_size": patch_size, "pairs": len(pairs), "regions": len(regions),
+        "top_k": top_k, "patch_size": patch_size, "observations": [name for name, _, _ in targets],
+        "pairs_per_observation": {name: sum(1 for _, n, _ in pairs if n == name) for name, _, _ in targets},
+        "pairs": len(pairs), "regions": len(regions),
         "patches": sum(len(r.patches) for r in regions), "seconds": round(seconds, 2),
         "pairs_per_second": round(len(pairs) / seconds, 2) if seconds else None,
     }
@@ -224,9 +269,11 @@ def read_regions(path: str | Path) -> tuple[list[Region], dict]:
 
 
 def mining_provenance(summary: dict) -> dict:
-    """The mining settings a visual bank records (from the summary `mine_regions` returned): the CAM method, tau and
-    the per-(image, observation) cap. Counts and timings stay in the summary (they would make banks irreproducible)."""
-    return {key: summary[key] for key in MINING_PROVENANCE_KEYS}
+    """The mining settings a visual bank records (from the summary `mine_regions` returned): the CAM method, tau, the
+    per-(image, observation) cap and the observations mined (when the summary records them). Counts and timings stay
+    in the summary (they would make banks irreproducible)."""
+    return {**{key: summary[key] for key in MINING_PROVENANCE_KEYS},
+            **{key: summary[key] for key in OPTIONAL_MINING_PROVENANCE_KEYS if key in summary}}
 
 
 def load_phantom_masks(annotation: str | Path, image_root: str | Path) -> dict[tuple[str, str], np.ndarray]:

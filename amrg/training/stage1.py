@@ -11,7 +11,7 @@ import torch
 from accelerate.utils import broadcast_object_list
 from transformers import get_constant_schedule
 
-from amrg.data.batching import Stage1Collator, make_loader
+from amrg.data.batching import Stage1Collator, label_columns, labels_tensor, make_loader
 from amrg.evaluation.classification import classification_report
 from amrg.fileio import staged_folder
 from amrg.training.loop import (
@@ -47,6 +47,21 @@ def predict_probabilities(accelerator, model, loader) -> tuple[np.ndarray, np.nd
     return np.concatenate(probabilities), np.concatenate(labels)
 
 
+class ModelLabelsCollator:
+    """A `Stage1Collator` whose `labels` are the model's targets: the dataset's labels (CheXpert order) of
+    `observation_names`, picked by name and in that order, so that a model configured with another set or order of
+    observations trains and is scored on its own columns. Names without a label column are refused at once."""
+
+    def __init__(self, collate: Stage1Collator, observation_names: list[str]) -> None:
+        label_columns(observation_names)  # a ValueError naming unknown observations before any batch is drawn
+        self.collate, self.observation_names = collate, list(observation_names)
+
+    def __call__(self, batch: list[dict]) -> dict:
+        encoded = self.collate(batch)
+        encoded["labels"] = labels_tensor(batch, self.observation_names)
+        return encoded
+
+
 def save_model_atomically(accelerator, model, target: Path) -> None:
     """`save_pretrained` into a temporary folder renamed over `target` (written by the main process; every process
     must call it)."""
@@ -76,6 +91,7 @@ def train_stage1(args: TrainArguments, dataset, config: AmrgConfig, init_from: s
     (e.g. an assembled model folder with a pretrained Swin) gives the starting weights of the disease encoder.
     The output folder is taken for the run (`amrg.training.loop.run_folder`: refused when it holds another run)."""
     check_splits(dataset, ("train", "val"), "stage 1")
+    label_columns(config.observation_names)  # refused before the output folder is taken: no label column to train
     output_dir = Path(args.output_dir)
     accelerator = make_accelerator(args)
     check_processes_agree(accelerator, {"arguments": arguments_dict(args), "init_from": init_from,
@@ -95,7 +111,8 @@ def _train(accelerator, args: TrainArguments, dataset, config: AmrgConfig, init_
         save_run_config(output_dir, "stage1", {**arguments_dict(args), "init_from": init_from,
                                                "effective": effective_setup(accelerator, model),
                                                "config": config.to_dict()})
-    collate = Stage1Collator(AmrgImageProcessor(image_size=config.vision_config.image_size))
+    collate = ModelLabelsCollator(Stage1Collator(AmrgImageProcessor(image_size=config.vision_config.image_size)),
+                                  config.observation_names)
     train_loader, sampler = make_loader(dataset["train"], collate, args.batch_size, args.seed, True, args.num_workers)
     val_loader, _ = make_loader(dataset["val"], collate, args.batch_size, args.seed, False, args.num_workers)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate,
@@ -112,7 +129,7 @@ def _train(accelerator, args: TrainArguments, dataset, config: AmrgConfig, init_
         # Every process scores its share of val; the gathered figures are the main process's, and every process
         # learns its decision, so that all of them enter the (collective) save together.
         probabilities, labels = predict_probabilities(accelerator, model, val_loader)
-        report = classification_report(probabilities, labels)
+        report = classification_report(probabilities, labels, config.observation_names)
         log.log(stage="stage1", step=step, epoch=epoch, val_macro_auc=report["macro_auc"],
                 val_macro_f1=report["macro_f1"], val=report["per_observation"])
         score = report["macro_auc"] if not np.isnan(report["macro_auc"]) else report["macro_f1"]
