@@ -17,6 +17,7 @@ from amrg.evaluation.grounding import (
     findings_carried,
     memory_association,
     prefix_information,
+    report_agreement,
     template_reports,
 )
 from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
@@ -95,3 +96,24 @@ def test_memory_association_measures_the_share_on_the_query_s_own_disease(tiny):
         ablation = copy.deepcopy(model)
         ablation.config.use_visual_memory = False
     assert "visual" not in memory_association(ablation, tiny[1], _rows([synthetic_radiograph(0)]), batch_size=1)
+
+
+def test_report_agreement_says_plainly_when_the_report_contradicts_the_probabilities():
+    names = list(CHEXPERT_OBSERVATIONS)
+    probabilities = [0.0] * 14
+    probabilities[names.index("Pleural Effusion")] = 0.97
+    probabilities[names.index("Lung Lesion")] = 0.83
+    probabilities[names.index("No Finding")] = 0.9  # not a finding: never "left out"
+    normal = report_agreement("No acute cardiopulmonary abnormality.", probabilities, names)
+    assert not normal["agrees"]
+    assert normal["seen_not_stated"] == ["Lung Lesion", "Pleural Effusion"]
+    assert normal["summary"].startswith("The report does NOT agree") and "Pleural Effusion (0.97)" in normal["summary"]
+    extra = report_agreement("There is a small right pleural effusion. There is a lung nodule. There is cardiomegaly.",
+                             probabilities, names)
+    assert extra["seen_and_stated"] == ["Lung Lesion", "Pleural Effusion"]
+    assert extra["stated_not_seen"] == ["Cardiomegaly"] and not extra["agrees"]
+    right = report_agreement("Small right pleural effusion. A small nodule is seen in the left upper lung.",
+                             probabilities, names)
+    assert right["agrees"] and right["summary"].startswith("The report states every finding")
+    subset = report_agreement("There is cardiomegaly.", [0.2, 0.9], ["Edema", "Pleural Effusion"])
+    assert subset["stated_not_classified"] == ["Cardiomegaly"] and subset["seen_not_stated"] == ["Pleural Effusion"]

@@ -184,10 +184,13 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     vision = {"timm_model_name": "swin_tiny_patch4_window7_224", "image_size": 64, "hidden_size": 32,
               "num_tokens": 64, "timm_kwargs": {"window_size": 4, "embed_dim": 16, "depths": [1, 1],
                                                 "num_heads": [1, 2]}}
-    metrics = run_demo(str(tmp_path / "run"), n_studies=40, stage1_epochs=1, stage2_epochs=1, lm_epochs=1,
+    metrics = run_demo(output=str(tmp_path / "run"), n_studies=40, stage1_epochs=1, stage2_epochs=1, lm_epochs=1,
                        num_proc=1, meteor=False, vision=vision)
     run = tmp_path / "run"
-    assert set(metrics["test"]) == {"am_mrg", "no_memory"}
+    assert set(metrics["test"]) == {"classifier_template", "am_mrg", "no_memory"}
+    assert set(metrics["grounding"]["am_mrg"]) == {"findings_carried", "prefix_information", "memory_association"}
+    assert set(metrics["grounding"]["am_mrg"]["memory_association"]) == {"visual", "report"}
+    assert metrics["grounding"]["no_memory"]["memory_association"] == {}
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["test"]["am_mrg"]["reference_protocol"] == "full references"
     assert "ce_f1_micro_14" in saved["test"]["no_memory"]["clinical_efficacy"]

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from amrg.data.batching import labels_tensor
+from amrg.evaluation.grounding import report_agreement
 from amrg.fileio import write_text
 from amrg.memory.mining import frontal_cam
 
@@ -81,6 +82,8 @@ def write_report_html(path: Path, model, processor, stage1, rows, metrics: dict,
         probability_rows = "".join(
             f"<tr><td>{name}</td><td>{p:.3f}</td><td>{'' if np.isnan(v) else v}</td></tr>"
             for name, p, v in zip(names, probabilities, references))
+        generated = predictions.get(row['id'], '')
+        agreement = report_agreement(generated, probabilities, names)
         overlay_figure = ("" if overlay is None else
                           f'<figure><img src="{_png(overlay)}"><figcaption>Grad-CAM: {names[top]}</figcaption>'
                           "</figure>")
@@ -88,7 +91,9 @@ def write_report_html(path: Path, model, processor, stage1, rows, metrics: dict,
 <section><h2>{html.escape(row['id'])}</h2>
 <div class="images"><figure><img src="{_png(frontal)}"><figcaption>frontal</figcaption></figure>
 {overlay_figure}</div>
-<p><b>Generated:</b> {html.escape(predictions.get(row['id'], ''))}</p>
+<p><b>Generated:</b> {html.escape(generated)}</p>
+<p class="{'agrees' if agreement['agrees'] else 'disagrees'}"><b>Agreement with the probabilities:</b>
+{html.escape(agreement['summary'])}</p>
 <p><b>Reference:</b> {html.escape(row['report'])}</p>
 <table><tr><th>observation</th><th>probability</th><th>reference label</th></tr>{probability_rows}</table>
 <p><b>Memory rows retrieved most by the {names[top]} query:</b></p><ul>{''.join(memory_rows)}</ul>
@@ -97,7 +102,7 @@ def write_report_html(path: Path, model, processor, stage1, rows, metrics: dict,
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>AM-MRG demo report</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:auto}} img{{width:256px;image-rendering:pixelated}}
 .images{{display:flex;gap:1em}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:2px 6px}}</style>
+td,th{{border:1px solid #ccc;padding:2px 6px}} .disagrees{{color:#a00}}</style>
 </head><body><h1>AM-MRG demo (phantom data, tiny model)</h1>
 <p>Research code on synthetic phantoms; not for diagnostic use.</p>
 <h2>Test metrics</h2><pre>{html.escape(table)}</pre>{''.join(sections)}</body></html>"""

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import torch
 
 from amrg.cli.common import DTYPES, add_command, add_device_options, check_device_dtype, resolve_device
+from amrg.evaluation.grounding import report_agreement
 from amrg.hub.assemble import assemble_from_pretrained
 from amrg.hub.export import save_model_folder
 from amrg.hub.loading import load_model_folder
@@ -145,7 +146,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.json:
         names = model.config.observation_names
         payload = {"report": report, "probabilities": dict(zip(names, (round(p, 6) for p in probabilities.tolist()))),
-                   "warnings": warnings}
+                   "agreement": report_agreement(report, probabilities.tolist(), names), "warnings": warnings}
         print(json.dumps(payload, indent=2))
     else:
         print(report)
@@ -182,7 +183,8 @@ def add_model_commands(subparsers) -> None:
     generate = add_command(subparsers, "generate", "write the report of one study (one or two views)", _cmd_generate)
     generate.add_argument("--model", required=True, help="model folder")
     generate.add_argument("images", nargs="+", help="frontal [lateral] image files")
-    generate.add_argument("--json", action="store_true", help="also print the 14 disease probabilities")
+    generate.add_argument("--json", action="store_true",
+                          help="also print the disease probabilities and whether the report agrees with them")
     generate.add_argument("--max-new-tokens", type=int)
     generate.add_argument("--num-beams", type=int)
     generate.add_argument("--allow-missing-weights", action="store_true",

@@ -19,8 +19,9 @@ from amrg.hub.loading import load_disease_classifier, load_model_config, load_mo
 from amrg.inference import generate_reports, write_predictions
 from amrg.memory.banks import build_report_memory, build_visual_bank
 from amrg.memory.mining import CAM_METHODS, mine_regions, read_regions, summary_path, write_regions
+from amrg.training.experiments import results_markdown, run_experiments
 from amrg.training.loop import TrainArguments
-from amrg.training.pipeline import comparison_table, run_demo
+from amrg.training.pipeline import DemoSettings, comparison_table, run_demo
 from amrg.training.stage1 import train_stage1
 from amrg.training.stage2 import train_stage2
 from modeling_amrg import AMRG_PRESETS, AmrgConfig
@@ -103,6 +104,11 @@ def _cmd_mine(args: argparse.Namespace) -> int:
     image_size = model.config.vision_config.image_size
     if image_size % args.patch_size:
         raise ValueError(f"--patch-size {args.patch_size} must divide the stage-1 model's image size {image_size}")
+    # Every observation of the stage-1 model is mined ("No Finding" included, as in the paper) unless skipped.
+    observations = [name for name in model.config.observation_names
+                    if not (args.skip_no_finding and name == "No Finding")]
+    if not observations:
+        raise ValueError("--skip-no-finding: the stage-1 model has no observation but \"No Finding\", nothing to mine")
     rows = _split(_dataset(args), args.split, "--split")
     model.to(resolve_device(args.device))
     # The overlays folder is staged and locked for the whole run: a second run into the same --output fails at once.
@@ -110,7 +116,7 @@ def _cmd_mine(args: argparse.Namespace) -> int:
         regions, summary = mine_regions(model, rows, split=args.split, cam_method=args.cam_method, tau=args.tau,
                                         top_k=args.top_k, patch_size=args.patch_size,
                                         allow_non_train=args.allow_non_train, overlays_dir=staging,
-                                        autocast_dtype=DTYPES.get(args.dtype))
+                                        autocast_dtype=DTYPES.get(args.dtype), observations=observations)
         # `banks` checks the regions against its stage-1 model's image size: patch indices mean nothing at another.
         summary.setdefault("image_size", image_size)
         write_regions(output, regions, summary)
@@ -191,7 +197,8 @@ def _cmd_banks(args: argparse.Namespace) -> int:
                                split=args.split, force=args.force_split, mining=mining, provenance={"seed": args.seed},
                                autocast_dtype=DTYPES.get(args.dtype))
     report = build_report_memory(list(rows["report"]), args.report_encoder, args.report_rows, args.seed,
-                                 split=args.split, force=args.force_split, device=device)
+                                 split=args.split, force=args.force_split, device=device,
+                                 observation_names=list(model.config.observation_names))
     model.set_memory_banks(visual=visual, report=report)
     save_model_folder(model, processor, args.output, overwrite=args.overwrite)
     return 0
@@ -220,15 +227,36 @@ def _cmd_stage2(args: argparse.Namespace) -> int:
                                  output=output / "metrics.json")
 
     train_stage2(train_args, dataset, model, processor, lora=args.lora, after_training=write_test_predictions,
-                 precompute_image_features=args.precompute_image_features)
+                 precompute_image_features=args.precompute_image_features,
+                 validation_interval=args.validation_interval)
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    metrics = run_demo(args.output, n_studies=args.n_studies, seed=args.seed)
+    if (args.annotation is None) != (args.image_root is None):
+        raise ValueError("--annotation and --image-root go together (an R2Gen dataset instead of phantoms)")
+    settings = DemoSettings(output=args.output, annotation=args.annotation, image_root=args.image_root,
+                            n_studies=args.n_studies, seed=args.seed, meteor=not args.no_meteor)
+    if args.stage1_epochs is not None:
+        settings.stage1_epochs = args.stage1_epochs
+    if args.stage2_epochs is not None:
+        settings.stage2_epochs = args.stage2_epochs
+    metrics = run_demo(settings)
     print(comparison_table(metrics))
     print("timings (s):", metrics["timings_seconds"])
     print(f"wrote {args.output}/model, metrics.json and report.html")
+    return 0
+
+
+def _cmd_experiments(args: argparse.Namespace) -> int:
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    settings = DemoSettings(n_studies=args.n_studies)
+    if args.stage2_epochs is not None:
+        settings.stage2_epochs = args.stage2_epochs
+    results = run_experiments(args.output, seeds=tuple(range(args.seeds)), settings=settings)
+    print(results_markdown(results))
+    print(f"wrote {args.output}/results.md, results.json and one PNG per table")
     return 0
 
 
@@ -274,6 +302,9 @@ def add_train_commands(subparsers) -> None:
     mine.add_argument("--tau", type=float, default=0.75)
     mine.add_argument("--top-k", type=int, default=6)
     mine.add_argument("--patch-size", type=int, default=16)
+    mine.add_argument("--skip-no-finding", action="store_true",
+                      help='do not mine "No Finding" (mined by default like every observation of the stage-1 model; '
+                           "the summary records the observations mined)")
     mine.add_argument("--output", required=True,
                       help="regions file (JSON lines); <stem>_summary.json and <stem>_cam_overlays/ go beside it")
     mine.add_argument("--overwrite", action="store_true", help="replace an existing regions file")
@@ -302,13 +333,28 @@ def add_train_commands(subparsers) -> None:
     stage2.add_argument("--precompute-image-features", action="store_true",
                         help="run the fixed disease encoder once per training study and train from its outputs "
                              "(held in memory: for datasets that fit in RAM)")
+    stage2.add_argument("--validation-interval", type=int, default=1,
+                        help="validate every that many epochs (and after the last); the best is chosen among them")
     stage2.add_argument("--test-split", default="test")
     stage2.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java)")
 
-    demo = add_command(subparsers, "demo", "the whole pipeline at the tiny size on phantoms", _cmd_demo, "info")
+    demo = add_command(subparsers, "demo", "the whole pipeline at the tiny size, on phantoms or an R2Gen dataset",
+                       _cmd_demo, "info")
     demo.add_argument("--output", default="runs/demo")
-    demo.add_argument("--n-studies", type=int, default=2000)
+    demo.add_argument("--annotation", help="an R2Gen annotation.json to run on instead of generated phantoms")
+    demo.add_argument("--image-root", help="the folder the annotation's image paths are relative to")
+    demo.add_argument("--n-studies", type=int, default=2000, help="phantom studies to generate")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--stage1-epochs", type=int, default=None, help="default: DemoSettings.stage1_epochs")
+    demo.add_argument("--stage2-epochs", type=int, default=None, help="default: DemoSettings.stage2_epochs")
+    demo.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java)")
+
+    experiments = add_command(subparsers, "experiments", "the paper's analysis tables on phantoms (resumable)",
+                              _cmd_experiments, "info")
+    experiments.add_argument("--output", default="runs/experiments")
+    experiments.add_argument("--seeds", type=int, default=3, help="seeds of the Table IV rows (0, 1, ...)")
+    experiments.add_argument("--n-studies", type=int, default=2000, help="phantom studies to generate")
+    experiments.add_argument("--stage2-epochs", type=int, default=None, help="default: DemoSettings.stage2_epochs")
 
 
 __all__ = ["add_train_commands"]

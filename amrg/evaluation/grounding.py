@@ -4,6 +4,7 @@ the generated text, and the reference row they are read against.
 - `template_reports`: the stage-1 classifier written as a template (one fixed sentence per observation above the
   threshold). Scored like any generator, it is the row that the generated reports are compared with: what the model
   sees, stated plainly.
+- `report_agreement`: the same for one report (what `amrg generate --json` and `report.html` print beside it).
 - `findings_carried`: per observation, of the studies where the classifier sees it, the share whose generated report
   states it (and the reverse: stated though the classifier does not see it).
 - `prefix_information`: does the LLM read its image prefix at all? The report's per-token loss with the study's own
@@ -23,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from amrg.data.batching import Stage2Collator, make_loader
+from amrg.data.labeler import ReportLabeler
 from amrg.evaluation.clinical_efficacy import binarize
 from modeling_amrg import AmrgForConditionalGeneration, AmrgProcessor
 from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
@@ -88,6 +90,42 @@ def findings_carried(generated_labels: np.ndarray, probabilities: np.ndarray, ob
         }
     return {"threshold": threshold, "stated_when_seen": stated_total / seen_total if seen_total else None,
             "per_finding": per_finding}
+
+
+def report_agreement(report: str, probabilities: Sequence[float], observation_names: Sequence[str],
+                     threshold: float = 0.5, labeler: ReportLabeler | None = None) -> dict:
+    """Whether one report states what the classifier sees: the findings above `threshold` that it states
+    (`seen_and_stated`) and leaves out (`seen_not_stated`), the findings it states below `threshold`
+    (`stated_not_seen`; findings the model has no probability for are listed under `stated_not_classified`),
+    `agrees` (no finding in either disagreement list) and a plain-language `summary`."""
+    labels = binarize((labeler or ReportLabeler()).label(report))
+    stated = {name for index, name in enumerate(CHEXPERT_OBSERVATIONS) if labels[index] and name != "No Finding"}
+    probability = dict(zip(observation_names, (float(p) for p in probabilities)))
+    seen = {name for name, p in probability.items() if name != "No Finding" and p > threshold}
+    result = {
+        "threshold": threshold,
+        "seen_and_stated": sorted(seen & stated),
+        "seen_not_stated": sorted(seen - stated),
+        "stated_not_seen": sorted(name for name in stated - seen if name in probability),
+        "stated_not_classified": sorted(name for name in stated if name not in probability),
+    }
+    result["agrees"] = not (result["seen_not_stated"] or result["stated_not_seen"])
+    if result["agrees"]:
+        result["summary"] = (f"The report states every finding the classifier sees (probability > {threshold:g}) "
+                             "and no other." if seen else
+                             f"The classifier sees no finding (probability > {threshold:g}) and the report states "
+                             "none.")
+    else:
+        parts = []
+        if result["seen_not_stated"]:
+            parts.append("leaves out " + ", ".join(
+                f"{name} ({probability[name]:.2f})" for name in result["seen_not_stated"]))
+        if result["stated_not_seen"]:
+            parts.append("states " + ", ".join(
+                f"{name} ({probability[name]:.2f})" for name in result["stated_not_seen"])
+                + f" below {threshold:g}")
+        result["summary"] = "The report does NOT agree with the classifier: it " + " and ".join(parts) + "."
+    return result
 
 
 def _report_token_losses(model: AmrgForConditionalGeneration, batch: dict, image_embeddings: torch.Tensor
@@ -172,4 +210,4 @@ def memory_association(model: AmrgForConditionalGeneration, processor: AmrgProce
 
 
 __all__ = ["NOTHING_SEEN", "TEMPLATE_SENTENCES", "findings_carried", "memory_association", "prefix_information",
-           "template_reports"]
+           "report_agreement", "template_reports"]

@@ -107,6 +107,7 @@ def train_stage2(
     max_report_tokens: int | None = 120,
     after_training: Callable[[Accelerator, Path], None] | None = None,
     precompute_image_features: bool = False,
+    validation_interval: int = 1,
 ) -> Path:
     """Train, validate each epoch (decoding with `generation_config`, default `validation_generation_config`), keep
     the best (BLEU-4 + CIDEr) as a loadable model folder in `output_dir/best`; returns it. The output folder is taken
@@ -116,7 +117,11 @@ def train_stage2(
 
     `precompute_image_features`: run the fixed disease encoder once per training study before the first epoch and
     train from its stored outputs (`amrg.training.image_features`; the same losses, each epoch without the image
-    side; the features of the whole split are held in memory)."""
+    side; the features of the whole split are held in memory). `validation_interval`: validate every that many
+    epochs and after the last one (the best model is chosen among the validated epochs)."""
+    if isinstance(validation_interval, bool) or not isinstance(validation_interval, int) or validation_interval < 1:
+        raise ValueError(f"`validation_interval` (--validation-interval) must be a whole number of at least 1, got "
+                         f"{validation_interval!r}")
     check_splits(dataset, ("train", "val"), "stage 2")
     check_memory_banks(model)
     output_dir = Path(args.output_dir)
@@ -124,11 +129,12 @@ def train_stage2(
     accelerator = make_accelerator(args)
     check_processes_agree(accelerator, {"arguments": arguments_dict(args), "lora": lora,
                                         "precompute_image_features": precompute_image_features,
+                                        "validation_interval": validation_interval,
                                         "data": data_fingerprint(dataset), "model": model.config.to_json_string()})
     best = BestModel([output_dir / "best", output_dir / "best_lora_adapter"])
     with run_folder(accelerator, args, "stage2", best):
         _train(accelerator, args, dataset, model, processor, lora, generation_config, max_report_tokens, best,
-               precompute_image_features)
+               precompute_image_features, validation_interval)
         if after_training is not None:
             after_training(accelerator, best.folders[0])
         accelerator.wait_for_everyone()
@@ -137,7 +143,7 @@ def train_stage2(
 
 def _train(accelerator, args: TrainArguments, dataset, model: AmrgForConditionalGeneration, processor: AmrgProcessor,
            lora: bool, generation_config: GenerationConfig, max_report_tokens: int | None, best: BestModel,
-           precompute_image_features: bool = False) -> None:
+           precompute_image_features: bool = False, validation_interval: int = 1) -> None:
     output_dir = Path(args.output_dir)
     # peft draws the LoRA matrices from the global RNG: seeded, so that two runs with the same arguments (an
     # uninterrupted one and one killed and resumed) start from the same adapters.
@@ -146,6 +152,7 @@ def _train(accelerator, args: TrainArguments, dataset, model: AmrgForConditional
     if accelerator.is_main_process:
         save_run_config(output_dir, "stage2", {**arguments_dict(args), "lora": lora,
                                                "precompute_image_features": precompute_image_features,
+                                               "validation_interval": validation_interval,
                                                "generation": generation_config.to_diff_dict(),
                                                "effective": effective_setup(accelerator, model),
                                                "config": model.config.to_dict()})
@@ -169,6 +176,8 @@ def _train(accelerator, args: TrainArguments, dataset, model: AmrgForConditional
         return model(**batch).loss
 
     def on_epoch_end(epoch: int, step: int) -> None:
+        if (epoch + 1) % validation_interval and epoch + 1 != args.epochs:
+            return
         # Every process generates its share of val and gets the whole split back; the main process scores it and
         # every process learns the score, so that all of them enter `save_generator` (a collective) together.
         predictions = generate_reports(accelerator, model, processor, dataset["val"], args.batch_size,
