@@ -251,10 +251,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_experiments(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
-    settings = DemoSettings(n_studies=args.n_studies)
+    if (args.annotation is None) != (args.image_root is None):
+        raise ValueError("--annotation and --image-root go together (phantoms written earlier, e.g. the demo's)")
+    settings = DemoSettings(n_studies=args.n_studies, annotation=args.annotation, image_root=args.image_root)
     if args.stage2_epochs is not None:
         settings.stage2_epochs = args.stage2_epochs
-    results = run_experiments(args.output, seeds=tuple(range(args.seeds)), settings=settings)
+    results = run_experiments(args.output, seeds=tuple(range(args.seeds)), settings=settings,
+                              tables=tuple(args.tables) if args.tables else None, stage1=args.stage1)
     print(results_markdown(results))
     print(f"wrote {args.output}/results.md, results.json and one PNG per table")
     return 0
@@ -355,6 +358,11 @@ def add_train_commands(subparsers) -> None:
     experiments.add_argument("--seeds", type=int, default=3, help="seeds of the Table IV rows (0, 1, ...)")
     experiments.add_argument("--n-studies", type=int, default=2000, help="phantom studies to generate")
     experiments.add_argument("--stage2-epochs", type=int, default=None, help="default: DemoSettings.stage2_epochs")
+    experiments.add_argument("--tables", nargs="+", metavar="TABLE",
+                             help="run only these tables, e.g. 'Table IV' 'Table VII' (default: all)")
+    experiments.add_argument("--annotation", help="phantoms written earlier (e.g. runs/demo/data/annotation.json)")
+    experiments.add_argument("--image-root", help="their image folder (e.g. runs/demo/data/images)")
+    experiments.add_argument("--stage1", help="a stage-1 model folder trained on that data (runs/demo/stage1/best)")
 
 
 __all__ = ["add_train_commands"]

@@ -83,8 +83,8 @@ class ExperimentRunner:
     """Shared steps (data, tokenizer, stage 1, mining per CAM method, the LLM stand-in per seed) computed once and
     kept, and `run(variant)`."""
 
-    def __init__(self, output: Path, settings: DemoSettings) -> None:
-        self.output, self.settings = output, settings
+    def __init__(self, output: Path, settings: DemoSettings, stage1: str | None = None) -> None:
+        self.output, self.settings, self.stage1_from = output, settings, stage1
         self.dataset, self.annotation, _, self.masks = prepare_data(settings)
         texts = list(self.dataset["train"]["report_clean"])
         self.tokenizer = train_report_tokenizer(texts, vocab_size=600)
@@ -96,6 +96,13 @@ class ExperimentRunner:
         self.language_models: dict[int, dict] = {}
 
     def _stage1(self) -> AmrgForDiseaseClassification:
+        if self.stage1_from is not None:  # a stage 1 trained on the same data (the demo's, on the same phantoms)
+            stage1 = AmrgForDiseaseClassification.from_pretrained(self.stage1_from)
+            if stage1.config.to_dict()["vision_config"] != self.config.to_dict()["vision_config"] or \
+                    list(stage1.config.observation_names) != list(self.config.observation_names):
+                raise ValueError(f"--stage1 {self.stage1_from}: its vision tower or observations differ from the "
+                                 "experiments' configuration")
+            return stage1
         folder, done = self.output / "stage1", self.output / "stage1_done.json"
         if not done.is_file():
             train_stage1(TrainArguments(output_dir=str(folder), epochs=self.settings.stage1_epochs, batch_size=16,
@@ -174,9 +181,12 @@ def _read_predictions(path: str) -> dict[str, str]:
 
 
 def run_experiments(output: str = "runs/experiments", seeds: tuple[int, ...] = (0, 1, 2),
-                    settings: DemoSettings | None = None, tables: tuple[str, ...] | None = None) -> dict:
+                    settings: DemoSettings | None = None, tables: tuple[str, ...] | None = None,
+                    stage1: str | None = None) -> dict:
     """Run (or resume) every table (or those whose titles start with one of `tables`, e.g. `("Table IV",)`); returns
-    what `results.json` holds. The memory's effect is always computed (from Table IV's rows)."""
+    what `results.json` holds. The memory's effect is always computed (from Table IV's rows). `stage1`: a stage-1
+    model folder trained on the same data to use instead of training one (`settings.annotation`/`image_root` name
+    the data, e.g. the demo's phantoms)."""
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     settings = replace(settings or DemoSettings(), output=str(out), meteor=False)
@@ -186,7 +196,7 @@ def run_experiments(output: str = "runs/experiments", seeds: tuple[int, ...] = (
         raise ValueError(f"unknown tables {unknown}; the tables are {list(every)}")
     tables = {title: rows for title, rows in every.items()
               if tables is None or any(title.startswith(name) for name in tables)}
-    runner = ExperimentRunner(out, settings)
+    runner = ExperimentRunner(out, settings, stage1)
     results: dict = {"tables": {}, "seeds": list(seeds), "settings": {k: v for k, v in asdict(settings).items()}}
     for title, rows in tables.items():
         results["tables"][title] = [{"label": label, **runner.run(variant)} for label, variant in rows]

@@ -109,7 +109,8 @@ class StepTimer:
 
 def prepare_data(settings: DemoSettings) -> tuple:
     """`(dataset, annotation path, image root, masks)`: generated phantoms (with their ground-truth masks) or the
-    given R2Gen dataset (no masks; reports without labels are labelled by the labeler)."""
+    given R2Gen dataset (reports without labels are labelled by the labeler; masks only if its entries have
+    `mask_path`, as phantoms do)."""
     out = Path(settings.output)
     if settings.annotation is None:
         write_phantom_dataset(str(out / "data"), n=settings.n_studies, seed=settings.seed, size=128,
@@ -119,7 +120,8 @@ def prepare_data(settings: DemoSettings) -> tuple:
     else:
         if settings.image_root is None:
             raise ValueError("`--annotation` needs `--image-root` (the folder its image paths are relative to)")
-        annotation, image_root, masks = Path(settings.annotation), Path(settings.image_root), None
+        annotation, image_root = Path(settings.annotation), Path(settings.image_root)
+        masks = load_phantom_masks(annotation, image_root) or None  # phantoms rendered earlier carry their masks
     dataset = load_r2gen_dataset(annotation, image_root, cache_dir=out / "cache", num_proc=None)
     return dataset, annotation, image_root, masks
 
