@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test demo clean
+.PHONY: install test demo demo-iu-xray experiments clean
 
 # torch/torchvision first and pinned: PyPI's torchvision does not import beside other torch builds, and a later
 # unpinned install would silently replace torch (DESIGN.md section 5).
@@ -25,6 +25,15 @@ test: install
 
 demo: install
 	bash scripts/demo.sh
+
+# The demo's pipeline on real IU X-ray reports paired with phantoms (reads ../shared/data/iu_xray; about 15 min).
+demo-iu-xray: install
+	bash scripts/iu_xray_demo.sh
+
+# The paper's analysis tables on the demo's phantoms, reusing its stage 1 (run `make demo` first; resumable).
+experiments: install
+	$(PY) train.py experiments --output runs/experiments --annotation runs/demo/data/annotation.json \
+		--image-root runs/demo/data/images --stage1 runs/demo/stage1/best
 
 clean:
 	rm -rf runs/demo
