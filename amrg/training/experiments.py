@@ -187,13 +187,13 @@ def run_experiments(output: str = "runs/experiments", seeds: tuple[int, ...] = (
     what `results.json` holds. The memory's effect is always computed (from Table IV's rows). `stage1`: a stage-1
     model folder trained on the same data to use instead of training one (`settings.annotation`/`image_root` name
     the data, e.g. the demo's phantoms)."""
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    settings = replace(settings or DemoSettings(), output=str(out), meteor=False)
     every = experiment_tables(seeds)
     unknown = [name for name in tables or () if not any(title.startswith(name) for title in every)]
     if unknown:
-        raise ValueError(f"unknown tables {unknown}; the tables are {list(every)}")
+        raise ValueError(f"--tables: unknown tables {unknown}; the tables are {list(every)}")
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = replace(settings or DemoSettings(), output=str(out), meteor=False)
     tables = {title: rows for title, rows in every.items()
               if tables is None or any(title.startswith(name) for name in tables)}
     runner = ExperimentRunner(out, settings, stage1)

@@ -85,7 +85,7 @@ class DemoSettings:
     stage2_epochs: int = 9
     lm_epochs: int = 10
     stage2_learning_rate: float = 2e-3
-    validation_interval: int = 9  # validate after the last epoch only (the last one was the best in every run)
+    validation_interval: int = 9  # validate after the last epoch only (the last was the best in the measured run)
     num_proc: int = 2
     meteor: bool = True
     vision: dict = field(default_factory=lambda: copy.deepcopy(DEMO_VISION))
