@@ -7,4 +7,4 @@ out=runs/demo
 .venv/bin/python train.py demo --output "$out"
 image=$(ls "$out"/data/images/*/0.png | tail -n 1)
 echo "== amrg generate --model $out/model $image =="
-.venv/bin/amrg generate --model "$out/model" "$image" --json --num-beams 1 --max-new-tokens 60
+.venv/bin/amrg generate --model "$out/model" "$image" --json

@@ -263,6 +263,10 @@ def run_demo(settings: DemoSettings | None = None, **overrides) -> dict:
         done()
 
     final = AmrgForConditionalGeneration.from_pretrained(best_folders["am_mrg"]).eval()
+    # The saved model decodes as the test split was decoded (greedy, mild repetition penalty): the paper's defaults
+    # (3 beams, penalties 2.0, at least 40 new tokens) make these short reports long and state findings nobody saw
+    # (measured: README, "Where the findings were lost").
+    final.generation_config = validation_generation_config(final)
     template_f1 = rows["classifier_template"]["clinical_efficacy"]["ce_f1_micro_13"]
     metrics = {
         "test": {name: {k: row[k] for k in ("nlg", "clinical_efficacy", "diversity", "reference_protocol")}
