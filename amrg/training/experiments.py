@@ -98,7 +98,8 @@ class ExperimentRunner:
     def _stage1(self) -> AmrgForDiseaseClassification:
         if self.stage1_from is not None:  # a stage 1 trained on the same data (the demo's, on the same phantoms)
             stage1 = AmrgForDiseaseClassification.from_pretrained(self.stage1_from)
-            if stage1.config.to_dict()["vision_config"] != self.config.to_dict()["vision_config"] or \
+            theirs, ours = stage1.config.vision_config.to_dict(), self.config.vision_config.to_dict()
+            if any(theirs.get(key) != ours.get(key) for key in self.settings.vision) or \
                     list(stage1.config.observation_names) != list(self.config.observation_names):
                 raise ValueError(f"--stage1 {self.stage1_from}: its vision tower or observations differ from the "
                                  "experiments' configuration")
