@@ -21,7 +21,8 @@ from modeling_amrg import AmrgProcessor
 # Decoding during stage-2 validation and in the demo: greedy, short, a mild repetition penalty (cheap enough to run
 # every epoch). The test split of a `train.py stage2` run uses the model's own generation config (3 beams, penalties
 # 2.0) instead.
-VALIDATION_DECODING = {"num_beams": 1, "max_new_tokens": 60, "min_new_tokens": 1, "repetition_penalty": 1.2}
+VALIDATION_DECODING = {"num_beams": 1, "max_new_tokens": 60, "min_new_tokens": 1, "repetition_penalty": 1.2,
+                       "length_penalty": 1.0}  # the default: a beam-search flag, which a greedy config must not set
 
 
 def validation_generation_config(model) -> GenerationConfig:

@@ -198,6 +198,8 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     assert html.count("<section>") == 6 and "Memory rows retrieved most" in html and "data:image/png;base64" in html
     card = (run / "model" / "README.md").read_text()
     assert card.startswith("---\nlicense:") and "Not for diagnostic use" in card and "trust_remote_code=True" in card
+    generation = json.loads((run / "model" / "generation_config.json").read_text())
+    assert generation["repetition_penalty"] == 1.2 and generation.get("num_beams", 1) == 1  # as the test split
     config = json.loads((run / "model" / "config.json").read_text())
     assert config["visual_bank"]["size"] > 0 and config["report_bank"]["provenance"]["split"] == "train"
     image = next((run / "data" / "images").glob("*/0.png"))
