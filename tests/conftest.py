@@ -19,6 +19,8 @@ import timm  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
+from amrg.data.loading import load_r2gen_dataset  # noqa: E402
+from amrg.data.phantoms import write_phantom_dataset  # noqa: E402
 from amrg.hub.presets import build_tiny_model  # noqa: E402
 from amrg.hub.tiny_corpus import tiny_corpus  # noqa: E402
 from amrg.hub.tokenizer import LLAMA_SPECIAL_TOKENS, train_report_tokenizer  # noqa: E402
@@ -107,3 +109,11 @@ def save_tiny_pretrained_parts(root: Path) -> tuple[torch.nn.Module, torch.nn.Mo
     llm.save_pretrained(root / "llm")
     tokenizer.save_pretrained(root / "llm")
     return swin, llm
+
+
+def write_phantoms(folder: Path, n: int = 40, seed: int = 1):
+    """A small phantom dataset (70/10/20 split, 64 x 64 images) written to `folder/data` and loaded."""
+    write_phantom_dataset(str(folder / "data"), n=n, seed=seed, size=64, num_proc=1)
+    return load_r2gen_dataset(folder / "data" / "annotation.json", folder / "data" / "images",
+                              cache_dir=folder / "cache")
+

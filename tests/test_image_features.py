@@ -6,13 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate import Accelerator
-from conftest import random_banks
+from conftest import random_banks, write_phantoms
 from datasets.utils.logging import disable_progress_bar
 from safetensors.torch import load_file
 
 from amrg.data.batching import Stage2Collator
-from amrg.data.loading import load_r2gen_dataset
-from amrg.data.phantoms import write_phantom_dataset
 from amrg.training.image_features import CachedFeaturesCollator, precompute_disease_features
 from amrg.training.loop import TrainArguments
 from amrg.training.stage2 import train_stage2
@@ -23,10 +21,7 @@ disable_progress_bar()
 
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("phantoms")
-    write_phantom_dataset(str(folder / "data"), n=40, seed=2, size=64, num_proc=1)
-    return load_r2gen_dataset(folder / "data" / "annotation.json", folder / "data" / "images",
-                              cache_dir=folder / "cache")
+    return write_phantoms(tmp_path_factory.mktemp("phantoms"), n=40, seed=2)
 
 
 def _model_with_banks(tiny):

@@ -8,15 +8,13 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import random_banks
+from conftest import random_banks, write_phantoms
 from datasets.utils.logging import disable_progress_bar
 
 from amrg.app.report_html import write_report_html
 from amrg.cli import main as amrg_main
 from amrg.data.batching import label_columns, labels_tensor
 from amrg.data.labeler import ReportLabeler
-from amrg.data.loading import load_r2gen_dataset
-from amrg.data.phantoms import write_phantom_dataset
 from amrg.evaluation.classification import classification_report
 from amrg.hub.presets import build_tiny_model
 from amrg.memory.banks import assign_sentences, build_report_memory, build_visual_bank, make_tiny_report_encoder
@@ -36,10 +34,7 @@ NAMES = ["Pleural Effusion", "Cardiomegaly", "No Finding", "Edema", "Lung Opacit
 def phantoms(tmp_path_factory):
     """28 train / 4 val / 8 test phantom studies (seed 1: every one of NAMES is positive in some train study)."""
     folder = tmp_path_factory.mktemp("observation_subset")
-    write_phantom_dataset(str(folder / "data"), n=40, seed=1, size=64, num_proc=1)
-    dataset = load_r2gen_dataset(folder / "data" / "annotation.json", folder / "data" / "images",
-                                 cache_dir=folder / "cache")
-    return folder, dataset
+    return folder, write_phantoms(folder, n=40, seed=1)
 
 
 @pytest.fixture(scope="module")

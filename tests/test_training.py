@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_phantoms
 from datasets import Dataset, Features, List, Value
 from datasets import Image as ImageFeature
 from datasets.utils.logging import disable_progress_bar
@@ -16,8 +17,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from amrg.cli import main as amrg_main
-from amrg.data.loading import load_r2gen_dataset
-from amrg.data.phantoms import render_study, write_phantom_dataset
+from amrg.data.phantoms import render_study
 from amrg.data.report_writer import sample_findings
 from amrg.evaluation.classification import roc_auc
 from amrg.memory.banks import build_report_memory, build_visual_bank, make_tiny_report_encoder, proportional_quotas
@@ -36,10 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def phantom_dataset(tmp_path_factory):
     folder = tmp_path_factory.mktemp("phantoms")
-    write_phantom_dataset(str(folder / "data"), n=48, seed=1, size=64, num_proc=1)
-    dataset = load_r2gen_dataset(folder / "data" / "annotation.json", folder / "data" / "images",
-                                 cache_dir=folder / "cache")
-    return folder, dataset
+    return folder, write_phantoms(folder, n=48, seed=1)
 
 
 def test_roc_auc_matches_the_pairwise_definition():
