@@ -17,6 +17,9 @@ out = Path(sys.argv[1])
 data = json.loads((out / "phantoms" / "annotation.json").read_text())
 train = data["train"]
 remapped = {"train": train[:-200], "val": train[-200:], "test": data["val"]}
+for split, rows in remapped.items():
+    for row in rows:
+        row["split"] = split  # R2Gen entries name their split; the loader checks it
 (out / "annotation.json").write_text(json.dumps(remapped))
 print({split: len(rows) for split, rows in remapped.items()})
 PY

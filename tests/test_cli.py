@@ -91,7 +91,7 @@ def test_train_py_and_amrg_train_share_one_parser():
     train_steps = build_train_parser()
     for parser in (amrg_steps, train_steps):
         steps = parser._subparsers._group_actions[0].choices
-        assert set(steps) == {"stage1", "mine", "banks", "stage2", "demo"}
+        assert set(steps) == {"stage1", "mine", "banks", "stage2", "demo", "experiments"}
     argv = ["stage2", "--model", "m", "--annotation", "a", "--image-root", "i", "--output-dir", "o"]
     assert vars(amrg_steps.parse_args(argv)) == vars(train_steps.parse_args(argv))
 

@@ -405,7 +405,7 @@ def test_image_kinds_read_as_their_pixels(model_dir, images, capsys, name, refer
 
 def test_the_smallest_accepted_image(model_dir, images, capsys):
     payload = generate_json(capsys, model_dir, images["side16.png"])
-    assert payload["warnings"] == [] and set(payload) == {"report", "probabilities", "warnings"}
+    assert payload["warnings"] == [] and set(payload) == {"report", "probabilities", "agreement", "warnings"}
 
 
 def test_uniform_images_are_read_with_a_warning_naming_them(model_dir, images, capsys, caplog):
