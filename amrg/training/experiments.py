@@ -226,11 +226,41 @@ def results_markdown(results: dict) -> str:
                          f"{row['nlg']['CIDEr']:.3f} | {row['clinical_efficacy']['ce_f1_micro_13']:.3f} | "
                          f"{row['diversity']['distinct_share']:.3f} | {hit_text} |")
         lines.append("")
+    lines += _seed_summary(results["tables"].get("Table IV (memories)", []))
     effect = results.get("memory_effect")
     if effect:
-        lines += ["## The memory's effect (V + R against no memory, paired bootstrap over test studies and seeds)", "",
-                  "```json", json.dumps(effect, indent=2), "```", ""]
+        lines += ["## The memory's effect: V + R against no memory", "",
+                  f"Difference of the seeds' mean (V + R minus no memory), {effect['BLEU_4']['n_studies']} test "
+                  f"studies resampled {effect['BLEU_4']['n_resamples']} times, the same draws for both systems and "
+                  "every seed (paired).", "",
+                  "| metric | no memory | V + R | difference | 95 % interval | share of resamples > 0 | per seed "
+                  "(no memory / V + R) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for key, label in (("ce_f1_micro", "CE F1 micro (13)"), ("BLEU_4", "BLEU-4")):
+            row = effect[key]
+            seeds = ", ".join(f"{a:.3f}/{b:.3f}" for a, b in zip(row["per_seed_a"], row["per_seed_b"]))
+            lines.append(f"| {label} | {row['statistic_a']:.3f} | {row['statistic_b']:.3f} | "
+                         f"{row['difference']:+.3f} | [{row['low']:+.3f}, {row['high']:+.3f}] | "
+                         f"{row['share_positive']:.2f} | {seeds} |")
+        lines.append("")
     return "\n".join(lines)
+
+
+def _seed_summary(rows: list[dict]) -> list[str]:
+    """Table IV's rows as mean and standard deviation over seeds (`label, seed k` grouped by label)."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["label"].split(", seed")[0], []).append(row)
+    if not groups or all(len(members) < 2 for members in groups.values()):
+        return []
+    lines = ["## Table IV over seeds (mean +- standard deviation)", "",
+             "| memories | seeds | CE F1 micro (13) | BLEU-4 | CIDEr |", "| --- | --- | --- | --- | --- |"]
+    for label, members in groups.items():
+        values = {name: np.array([pick(row) for row in members]) for name, pick in (
+            ("ce", lambda row: row["clinical_efficacy"]["ce_f1_micro_13"]), ("bleu", lambda row: row["nlg"]["BLEU_4"]),
+            ("cider", lambda row: row["nlg"]["CIDEr"]))}
+        cells = " | ".join(f"{v.mean():.3f} +- {v.std(ddof=1) if len(v) > 1 else 0.0:.3f}" for v in values.values())
+        lines.append(f"| {label} | {len(members)} | {cells} |")
+    return lines + [""]
 
 
 def write_plots(out: Path, results: dict) -> None:
