@@ -70,6 +70,15 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, phantom_dataset):
     assert any("val_macro_auc" in row for row in log) and log[-1]["done"]
 
 
+def test_gradient_checkpointing_trains_what_plain_training_does(tmp_path, phantom_dataset):
+    _, dataset = phantom_dataset
+    plain = _stage1_weights(tmp_path / "plain", dataset)
+    checkpointed = _stage1_weights(tmp_path / "checkpointed", dataset, gradient_checkpointing=True)
+    assert plain.keys() == checkpointed.keys()
+    for name, tensor in plain.items():
+        torch.testing.assert_close(checkpointed[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_banks_from_evaluation_splits_are_refused(phantom_dataset, tmp_path):
     _, dataset = phantom_dataset
     model = AmrgForDiseaseClassification(AmrgConfig.from_preset("tiny"))

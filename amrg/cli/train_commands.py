@@ -57,6 +57,7 @@ def _train_args(args: argparse.Namespace) -> TrainArguments:
         batch_size=args.batch_size, gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision, seed=args.seed, checkpointing_steps=args.checkpointing_steps,
         resume_from_checkpoint=args.resume_from_checkpoint, max_steps=args.max_steps,
+        num_workers=args.num_workers, gradient_checkpointing=args.gradient_checkpointing,
         overwrite_output_dir=args.overwrite)
 
 
@@ -283,6 +284,10 @@ def _training_options(parser: argparse.ArgumentParser, learning_rate: float) -> 
     parser.add_argument("--resume-from-checkpoint", default=None,
                         help="a checkpoints/step_N folder; resuming into the folder it belongs to continues that run")
     parser.add_argument("--max-steps", type=int, default=0)
+    parser.add_argument("--num-workers", type=int, default=0,
+                        help="DataLoader worker processes that decode images outside the training loop")
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="recompute activations in the backward pass: less memory, more time")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run already in --output-dir (its outputs are deleted first)")
 

@@ -57,7 +57,8 @@ class TrainArguments:
     checkpointing_steps: int = 0  # 0: no intermediate checkpoints
     resume_from_checkpoint: str | None = None
     max_steps: int = 0  # 0: run all epochs; else stop after this many optimiser steps (tests, interruptions)
-    num_workers: int = 0
+    num_workers: int = 0  # DataLoader worker processes that decode images outside the training loop
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory, more time)
     # A folder that already holds a run is refused unless this is set (its run outputs are then deleted first) or
     # the run resumes from one of its checkpoints.
     overwrite_output_dir: bool = False

@@ -107,6 +107,8 @@ def _train(accelerator, args: TrainArguments, dataset, config: AmrgConfig, init_
     torch.manual_seed(args.seed)
     model = (AmrgForDiseaseClassification.from_pretrained(init_from, config=config) if init_from
              else AmrgForDiseaseClassification(config))
+    if args.gradient_checkpointing:
+        model.activation_checkpointing_enable()  # transformers 5 name of gradient_checkpointing_enable
     if accelerator.is_main_process:
         save_run_config(output_dir, "stage1", {**arguments_dict(args), "init_from": init_from,
                                                "effective": effective_setup(accelerator, model),

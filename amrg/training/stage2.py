@@ -149,6 +149,8 @@ def _train(accelerator, args: TrainArguments, dataset, model: AmrgForConditional
     # uninterrupted one and one killed and resumed) start from the same adapters.
     set_seed(args.seed)
     set_stage2_trainable(model, lora)
+    if args.gradient_checkpointing:
+        model.activation_checkpointing_enable()  # transformers 5 name of gradient_checkpointing_enable
     if accelerator.is_main_process:
         save_run_config(output_dir, "stage2", {**arguments_dict(args), "lora": lora,
                                                "precompute_image_features": precompute_image_features,

@@ -426,6 +426,7 @@ REFUSALS = [
     (BANKS.replace("{root}/model ", "{root}/absent "), "--model {root}/absent: no such model folder"),
     (BANKS.replace("{tmp}/banks", "{root}/with_banks"), "--output {root}/with_banks exists and is not empty"),
     (BANKS + " --max-rows-per-disease 0", "--max-rows-per-disease must be at least 1, got 0"),
+    (STAGE1 + " --num-workers -1", "num_workers must be an integer of at least 0, got -1 (--num-workers)"),
     # demo, experiments
     ("demo --output {tmp}/demo --annotation {root}/ann.json", "--annotation and --image-root go together"),
     ("experiments --output {tmp}/experiments --seeds 0", "--seeds must be at least 1, got 0"),
