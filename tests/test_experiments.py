@@ -1,6 +1,7 @@
 """`train.py experiments`: the paper's analysis tables on phantoms, resumable (tiny sizes, one epoch)."""
 
 import json
+from dataclasses import replace
 
 import pytest
 from conftest import TINY_SWIN
@@ -45,5 +46,7 @@ def test_table_iv_runs_writes_its_tables_and_resumes_without_training_again(tmp_
     again = run_experiments(str(output), seeds=(0,), settings=TINY, tables=("Table IV",))
     assert {path: path.stat().st_mtime_ns for path in output.glob("variants/*/result.json")} == saved
     assert again["tables"] == json.loads((output / "results.json").read_text())["tables"] == results["tables"]
+    with pytest.raises(ValueError, match="was trained with 1 stage-2 epochs, this run asks for 2"):
+        run_experiments(str(output), seeds=(0,), settings=replace(TINY, stage2_epochs=2), tables=("Table IV",))
     with pytest.raises(ValueError, match="unknown tables"):
         run_experiments(str(output), seeds=(0,), settings=TINY, tables=("Table XII",))

@@ -146,7 +146,12 @@ class ExperimentRunner:
         folder = self.output / "variants" / variant.key
         result_path = folder / "result.json"
         if result_path.is_file():
-            return json.loads(result_path.read_text())
+            result = json.loads(result_path.read_text())
+            if result.get("stage2_epochs") != self.settings.stage2_epochs:
+                raise ValueError(f"{result_path} was trained with {result.get('stage2_epochs')} stage-2 epochs, this "
+                                 f"run asks for {self.settings.stage2_epochs}: pass that --stage2-epochs or another "
+                                 "--output (a table must not mix them)")
+            return result
         config = copy.deepcopy(self.config)
         config.hopfield_config.scaling = variant.beta
         config.use_visual_memory, config.use_report_memory = variant.visual, variant.report
@@ -172,6 +177,7 @@ class ExperimentRunner:
         result = {"variant": asdict(variant), "nlg": scores["nlg"], "clinical_efficacy": {
             k: v for k, v in scores["clinical_efficacy"].items() if k.startswith("ce_")},
             "diversity": scores["diversity"], "mining": mining.get("ground_truth"),
+            "stage2_epochs": self.settings.stage2_epochs,
             "predictions": str(folder / "predictions_test.jsonl")}
         write_json(result_path, result)
         return result
