@@ -28,6 +28,7 @@ from amrg.data.labeler import ReportLabeler
 from amrg.evaluation.clinical_efficacy import binarize
 from modeling_amrg import AmrgForConditionalGeneration, AmrgProcessor
 from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
+from modeling_amrg.modeling_amrg import merge_image_features
 from modeling_amrg.processing_amrg import IGNORE_INDEX
 
 
@@ -131,8 +132,6 @@ def report_agreement(report: str, probabilities: Sequence[float], observation_na
 def _report_token_losses(model: AmrgForConditionalGeneration, batch: dict, image_embeddings: torch.Tensor
                          ) -> tuple[float, int]:
     """Summed next-token loss over the report tokens with `image_embeddings` at the placeholders, and their count."""
-    from modeling_amrg.modeling_amrg import merge_image_features
-
     embeddings = model.get_input_embeddings()(batch["input_ids"])
     embeddings = merge_image_features(batch["input_ids"], embeddings, image_embeddings, model.config.image_token_index)
     logits = model.language_model(inputs_embeds=embeddings, attention_mask=batch["attention_mask"]).logits

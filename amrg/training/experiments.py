@@ -23,6 +23,7 @@ from accelerate import Accelerator
 from amrg.data.labeler import ReportLabeler
 from amrg.evaluation.bootstrap import compare_systems
 from amrg.evaluation.clinical_efficacy import FINDINGS
+from amrg.evaluation.predictions import read_predictions
 from amrg.fileio import write_json, write_text
 from amrg.hub.presets import processor_for
 from amrg.hub.tokenizer import train_report_tokenizer
@@ -183,10 +184,6 @@ class ExperimentRunner:
         return result
 
 
-def _read_predictions(path: str) -> dict[str, str]:
-    return {row["id"]: row["prediction"] for row in map(json.loads, Path(path).read_text().splitlines()) if row}
-
-
 def run_experiments(output: str = "runs/experiments", seeds: tuple[int, ...] = (0, 1, 2),
                     settings: DemoSettings | None = None, tables: tuple[str, ...] | None = None,
                     stage1: str | None = None) -> dict:
@@ -208,8 +205,8 @@ def run_experiments(output: str = "runs/experiments", seeds: tuple[int, ...] = (
     for title, rows in tables.items():
         results["tables"][title] = [{"label": label, **runner.run(variant)} for label, variant in rows]
     references = dict(zip(runner.dataset["test"]["id"], runner.dataset["test"]["report"]))
-    pairs = [(_read_predictions(runner.run(Variant(visual=False, report=False, seed=s))["predictions"]),
-              _read_predictions(runner.run(Variant(seed=s))["predictions"])) for s in seeds]
+    pairs = [(read_predictions(runner.run(Variant(visual=False, report=False, seed=s))["predictions"]),
+              read_predictions(runner.run(Variant(seed=s))["predictions"])) for s in seeds]
     # B - A = (V + R) - (no memory), CE over the 13 findings, over the seeds' mean
     results["memory_effect"] = compare_systems([a for a, _ in pairs], [b for _, b in pairs], references,
                                                observations=list(FINDINGS), labeler=ReportLabeler())

@@ -20,7 +20,7 @@ import logging
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -187,11 +187,7 @@ def grounding(model: AmrgForConditionalGeneration, processor: AmrgProcessor, row
 
 def run_demo(settings: DemoSettings | None = None, **overrides) -> dict:
     """Run everything (see the module docstring); returns what `metrics.json` holds."""
-    settings = settings or DemoSettings()
-    for key, value in overrides.items():
-        if not hasattr(settings, key):
-            raise TypeError(f"run_demo() got an unexpected setting {key!r}")
-        setattr(settings, key, value)
+    settings = replace(settings or DemoSettings(), **overrides)  # an unknown setting is a TypeError
     disable_progress_bar()  # datasets' per-map bars; each pipeline step has its own bar
     out = Path(settings.output)
     out.mkdir(parents=True, exist_ok=True)
