@@ -2,11 +2,11 @@ import json
 
 import numpy as np
 import pytest
-from datasets import load_from_disk
 from PIL import Image
 
 from amrg.cli import main
 from amrg.data.loading import DataError, load_r2gen_dataset, load_user_studies
+from amrg.data.saved_dataset import load_saved_dataset
 from modeling_amrg import CHEXPERT_OBSERVATIONS
 
 
@@ -142,7 +142,7 @@ def test_data_command_saves_a_loadable_dataset(corpus, capsys):
     output = tmp_path / "saved"
     assert main(["data", "--annotation", str(tmp_path / "annotation.json"), "--image-root", str(root),
                  "--output", str(output)]) == 0
-    loaded = load_from_disk(str(output))
+    loaded = load_saved_dataset(output)
     assert len(loaded["train"]) == 2 and loaded["val"][0]["id"] == "s3"
     assert main(["data", "--annotation", str(tmp_path / "annotation.json"), "--image-root", str(root),
                  "--output", str(output)]) == 2

@@ -66,7 +66,11 @@ def _run(command: list[str], extra_env: dict | None = None, expect: int = 0) -> 
 
 
 def _torchrun(*arguments: str, script: str = "train.py", expect: int = 0) -> subprocess.CompletedProcess:
-    return _run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", script, *arguments],
+    # A run expected to fail is watched every 5 s, not torchrun's 0.1 s: torchrun kills the other workers as soon as
+    # it sees one exit, and on a loaded machine a rank that has raised its refusal may not have printed it yet; the
+    # tests check the message of every rank.
+    monitor = ["--monitor-interval", "5"] if expect else []
+    return _run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", *monitor, script, *arguments],
                 {"ACCELERATE_USE_CPU": "1"}, expect)
 
 

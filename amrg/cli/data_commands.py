@@ -9,8 +9,9 @@ from pathlib import Path
 
 from amrg.cli.common import add_command
 from amrg.data.labeler import HEADER_MODES, ReportLabeler, read_reports_csv, write_labels_csv
-from amrg.data.loading import load_r2gen_dataset, load_user_studies, save_dataset
+from amrg.data.loading import load_r2gen_dataset, load_user_studies
 from amrg.data.phantoms import write_phantom_dataset
+from amrg.data.saved_dataset import save_dataset
 from amrg.evaluation.nlg import TOKENIZATIONS, metric_names
 from amrg.evaluation.predictions import evaluate_predictions, markdown_table
 from modeling_amrg.processing_amrg_reports import DATASET_NAMES
@@ -67,7 +68,11 @@ def _cmd_data(args: argparse.Namespace) -> int:
         else:
             dataset = load_user_studies(args.studies, args.image_root, labels=labels, missing_images=missing,
                                         num_proc=args.num_proc, cache_dir=cache)
-        save_dataset(dataset, args.output, args.overwrite)
+        # Image paths are saved relative to the image root, so that the images and the dataset can move
+        # (`train.py --dataset-dir DIR --image-root NEW_ROOT`).
+        image_root = args.image_root if args.image_root is not None else Path(args.studies).parent
+        save_dataset(dataset, args.output, image_root, args.dataset if args.annotation is not None else "custom",
+                     args.overwrite)
         counts = ", ".join(f"{split} {len(part)}" for split, part in dataset.items())
         del dataset  # its memory-mapped Arrow files live in the cache
     print(f"wrote {args.output} ({counts} studies)")

@@ -11,6 +11,7 @@ from accelerate import Accelerator
 
 from amrg.cli.common import DTYPES, add_command, add_device_options, resolve_device
 from amrg.data.loading import load_r2gen_dataset
+from amrg.data.saved_dataset import load_saved_dataset, read_manifest
 from amrg.evaluation.nlg import metric_names
 from amrg.evaluation.predictions import evaluate_predictions
 from amrg.fileio import staged_folder
@@ -29,7 +30,29 @@ from modeling_amrg.processing_amrg_reports import DATASET_NAMES
 
 
 def _dataset(args: argparse.Namespace):
-    return load_r2gen_dataset(args.annotation, args.image_root, dataset=args.dataset, num_proc=args.num_proc)
+    """The step's data: a dataset saved by `amrg data` (`--dataset-dir`, images under `--image-root` or the root it
+    recorded) or an R2Gen annotation read now (`--annotation` + `--image-root`). `args.dataset` (the report cleaning
+    used to score) is set from the saved dataset when it was not given."""
+    missing = "drop" if args.drop_missing_images else "error"
+    if args.dataset_dir is not None:
+        recorded = read_manifest(args.dataset_dir)["dataset"]
+        if args.dataset is not None and args.dataset != recorded:
+            raise ValueError(f"--dataset {args.dataset} but the saved dataset {args.dataset_dir} was built as "
+                             f"{recorded!r} (its reports were cleaned that way): leave --dataset out")
+        args.dataset = recorded
+        return load_saved_dataset(args.dataset_dir, args.image_root, missing_images=missing)
+    if args.annotation is None or args.image_root is None:
+        raise ValueError("give --annotation A.json with --image-root IMG, or --dataset-dir DIR (a dataset saved by "
+                         "`amrg data`)")
+    args.dataset = args.dataset or "iu_xray"
+    return load_r2gen_dataset(args.annotation, args.image_root, dataset=args.dataset, num_proc=args.num_proc,
+                              missing_images=missing)
+
+
+def _data_source(args: argparse.Namespace) -> dict:
+    """Where a training step read its data, for its run configuration (after `_dataset`, which settles `dataset`)."""
+    return {"annotation": args.annotation, "dataset_dir": args.dataset_dir, "image_root": args.image_root,
+            "dataset": args.dataset, "drop_missing_images": args.drop_missing_images}
 
 
 def _split(dataset, split: str, option: str):
@@ -76,7 +99,9 @@ def _stage1_config(args: argparse.Namespace) -> AmrgConfig:
 
 
 def _cmd_stage1(args: argparse.Namespace) -> int:
-    train_stage1(_train_args(args), _dataset(args), _stage1_config(args), init_from=args.init_from)
+    dataset = _dataset(args)
+    train_stage1(_train_args(args), dataset, _stage1_config(args), init_from=args.init_from,
+                 data_source=_data_source(args))
     return 0
 
 
@@ -218,18 +243,22 @@ def _cmd_stage2(args: argparse.Namespace) -> int:
         # while the run still holds it.
         accelerator = Accelerator(mixed_precision=args.mixed_precision)
         trained, trained_processor = load_model_folder(best)
-        predictions = generate_reports(accelerator, trained.to(accelerator.device), trained_processor,
-                                       dataset[args.test_split], args.batch_size)
+        test = dataset[args.test_split]
+        predictions = generate_reports(accelerator, trained.to(accelerator.device), trained_processor, test,
+                                       args.batch_size)
         if accelerator.is_main_process:
             output = Path(args.output_dir)
             write_predictions(output / "predictions.jsonl", predictions)
-            evaluate_predictions(output / "predictions.jsonl", args.annotation, split=args.test_split,
+            # The references are the loaded split's raw reports: the studies that were generated, whether the data
+            # came from an annotation or a saved dataset (and with --drop-missing-images, without the dropped ones).
+            evaluate_predictions(output / "predictions.jsonl", dict(zip(test["id"], test["report"])),
+                                 split=args.test_split,
                                  dataset=args.dataset, metrics=metric_names(not args.no_meteor),
                                  output=output / "metrics.json")
 
     train_stage2(train_args, dataset, model, processor, lora=args.lora, after_training=write_test_predictions,
                  precompute_image_features=args.precompute_image_features,
-                 validation_interval=args.validation_interval)
+                 validation_interval=args.validation_interval, data_source=_data_source(args))
     return 0
 
 
@@ -265,9 +294,16 @@ def _cmd_experiments(args: argparse.Namespace) -> int:
 
 
 def _data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--annotation", required=True)
-    parser.add_argument("--image-root", required=True)
-    parser.add_argument("--dataset", default="iu_xray", choices=DATASET_NAMES)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--annotation", help="an R2Gen annotation.json, read, cleaned and labelled now")
+    source.add_argument("--dataset-dir", help="a dataset saved by `amrg data` (reports cleaned and labelled once; "
+                                              "image paths relative to its image root)")
+    parser.add_argument("--image-root", help="the images' folder: needed with --annotation; with --dataset-dir it "
+                                             "replaces the root recorded when the dataset was saved")
+    parser.add_argument("--dataset", default=None, choices=DATASET_NAMES,
+                        help="the report cleaning (default: iu_xray, or what the saved dataset records)")
+    parser.add_argument("--drop-missing-images", action="store_true",
+                        help="drop studies whose image files are missing instead of refusing the data")
     parser.add_argument("--num-proc", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
 

@@ -43,7 +43,6 @@ import PIL.Image
 from datasets import Dataset, DatasetDict, Features, Image, List, Value
 
 from amrg.data.labeler import ReportLabeler, has_words, read_csv_records, read_text
-from amrg.fileio import staged_folder
 from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
 from modeling_amrg.processing_amrg_reports import DATASET_REPORT_CLEANERS, REPORT_CLEANERS
 
@@ -545,12 +544,3 @@ def load_user_studies(
         grouped.setdefault(split, []).append(entry)
     _check_leakage(grouped, path)
     return _build(grouped, path, root, "custom", labels, missing_images, num_proc, cache_dir)
-
-
-def save_dataset(dataset: DatasetDict, output: str | os.PathLike, overwrite: bool = False) -> Path:
-    """`dataset.save_to_disk` into `output` through a temporary folder renamed into place (`amrg data`)."""
-    with staged_folder(output, overwrite) as staging:
-        # An empty split needs an explicit shard count, or `datasets` writes no file for it.
-        shards = {split: 1 for split, part in dataset.items() if len(part) == 0}
-        dataset.save_to_disk(str(staging), num_shards=shards)
-    return Path(output)

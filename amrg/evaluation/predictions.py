@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from amrg.data.labeler import has_words
@@ -105,6 +106,16 @@ def read_references(path: str | os.PathLike, split: str) -> dict[str, str]:
     return references
 
 
+def _reference_mapping(references: Mapping[str, str], split: str) -> dict[str, str]:
+    """`{id: report}` given directly, held to `read_references`' rules (no empty split, every report with words)."""
+    empty = [study for study, report in references.items() if not isinstance(report, str) or not has_words(report)]
+    if empty:
+        raise ValueError(f"{len(empty)} references of split {split!r} have no report: {', '.join(empty[:10])}")
+    if not references:
+        raise ValueError(f"split {split!r} of the references is empty")
+    return dict(references)
+
+
 MAX_BOOTSTRAP = 100_000
 # pycocoevalcap's ROUGE-L fills a Python table of (prediction tokens + 1) x (reference tokens + 1) cells per pair:
 # 25 million cells is about 200 MB and ten seconds; a report pair of 100k tokens each would need 80 GB.
@@ -132,7 +143,7 @@ def _truncate(text: str, tokens: int) -> str:
 
 def evaluate_predictions(
     predictions: str | os.PathLike,
-    references: str | os.PathLike,
+    references: str | os.PathLike | Mapping[str, str],
     split: str = "test",
     dataset: str = "iu_xray",
     tokenization: str = "whitespace",
@@ -143,8 +154,9 @@ def evaluate_predictions(
     metrics: tuple[str, ...] = NLG_METRICS,
     output: str | os.PathLike | None = None,
 ) -> dict:
-    """Every figure for `predictions` against `split` of the R2Gen annotation `references`; written to `output`
-    (JSON, atomically) when given. The options are checked before any file is read (module docstring)."""
+    """Every figure for `predictions` against `split` of the R2Gen annotation `references` (or `{id: report}` of
+    that split, as a loaded dataset gives); written to `output` (JSON, atomically) when given. The options are
+    checked before any file is read (module docstring)."""
     if dataset not in DATASET_CLEANERS:
         raise ValueError(f"`dataset` (--dataset) must be one of {sorted(DATASET_CLEANERS)}, got {dataset!r}")
     if uncertain not in UNCERTAIN_MAPPINGS:
@@ -156,7 +168,8 @@ def evaluate_predictions(
     if truncate_references is not None:
         _check_whole("truncate_references", truncate_references, 1)
     predicted = read_predictions(predictions)
-    reference_text = read_references(references, split)
+    reference_text = (_reference_mapping(references, split) if isinstance(references, Mapping)
+                      else read_references(references, split))
     unknown = sorted(set(predicted) - set(reference_text))
     missing = sorted(set(reference_text) - set(predicted))
     if unknown or missing:

@@ -86,23 +86,26 @@ def save_model_atomically(accelerator, model, target: Path) -> None:
     accelerator.wait_for_everyone()
 
 
-def train_stage1(args: TrainArguments, dataset, config: AmrgConfig, init_from: str | None = None) -> Path:
+def train_stage1(args: TrainArguments, dataset, config: AmrgConfig, init_from: str | None = None,
+                 data_source: dict | None = None) -> Path:
     """Train on `dataset["train"]`, validate on `dataset["val"]`; returns the folder of the best model. `init_from`
     (e.g. an assembled model folder with a pretrained Swin) gives the starting weights of the disease encoder.
+    `data_source` (where the data was read from) is recorded in the run configuration with the data's fingerprint.
     The output folder is taken for the run (`amrg.training.loop.run_folder`: refused when it holds another run)."""
     check_splits(dataset, ("train", "val"), "stage 1")
     label_columns(config.observation_names)  # refused before the output folder is taken: no label column to train
     output_dir = Path(args.output_dir)
     accelerator = make_accelerator(args)
+    data = {**(data_source or {}), "fingerprint": data_fingerprint(dataset)}
     check_processes_agree(accelerator, {"arguments": arguments_dict(args), "init_from": init_from,
-                                        "data": data_fingerprint(dataset), "config": config.to_json_string()})
+                                        "data": data["fingerprint"], "config": config.to_json_string()})
     best = BestModel([output_dir / "best"])
     with run_folder(accelerator, args, "stage1", best):
-        return _train(accelerator, args, dataset, config, init_from, best)
+        return _train(accelerator, args, dataset, config, init_from, best, data)
 
 
 def _train(accelerator, args: TrainArguments, dataset, config: AmrgConfig, init_from: str | None,
-           best: BestModel) -> Path:
+           best: BestModel, data: dict) -> Path:
     output_dir = Path(args.output_dir)
     torch.manual_seed(args.seed)
     model = (AmrgForDiseaseClassification.from_pretrained(init_from, config=config) if init_from
@@ -110,7 +113,7 @@ def _train(accelerator, args: TrainArguments, dataset, config: AmrgConfig, init_
     if args.gradient_checkpointing:
         model.activation_checkpointing_enable()  # transformers 5 name of gradient_checkpointing_enable
     if accelerator.is_main_process:
-        save_run_config(output_dir, "stage1", {**arguments_dict(args), "init_from": init_from,
+        save_run_config(output_dir, "stage1", {**arguments_dict(args), "init_from": init_from, "data": data,
                                                "effective": effective_setup(accelerator, model),
                                                "config": config.to_dict()})
     collate = ModelLabelsCollator(Stage1Collator(AmrgImageProcessor(image_size=config.vision_config.image_size)),

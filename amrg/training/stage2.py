@@ -108,6 +108,7 @@ def train_stage2(
     after_training: Callable[[Accelerator, Path], None] | None = None,
     precompute_image_features: bool = False,
     validation_interval: int = 1,
+    data_source: dict | None = None,
 ) -> Path:
     """Train, validate each epoch (decoding with `generation_config`, default `validation_generation_config`), keep
     the best (BLEU-4 + CIDEr) as a loadable model folder in `output_dir/best`; returns it. The output folder is taken
@@ -118,7 +119,8 @@ def train_stage2(
     `precompute_image_features`: run the fixed disease encoder once per training study before the first epoch and
     train from its stored outputs (`amrg.training.image_features`; the same losses, each epoch without the image
     side; the features of the whole split are held in memory). `validation_interval`: validate every that many
-    epochs and after the last one (the best model is chosen among the validated epochs)."""
+    epochs and after the last one (the best model is chosen among the validated epochs). `data_source` (where the data
+    was read from) is recorded in the run configuration with the data's fingerprint."""
     if isinstance(validation_interval, bool) or not isinstance(validation_interval, int) or validation_interval < 1:
         raise ValueError(f"`validation_interval` (--validation-interval) must be a whole number of at least 1, got "
                          f"{validation_interval!r}")
@@ -127,14 +129,15 @@ def train_stage2(
     output_dir = Path(args.output_dir)
     generation_config = generation_config or validation_generation_config(model)
     accelerator = make_accelerator(args)
+    data = {**(data_source or {}), "fingerprint": data_fingerprint(dataset)}
     check_processes_agree(accelerator, {"arguments": arguments_dict(args), "lora": lora,
                                         "precompute_image_features": precompute_image_features,
                                         "validation_interval": validation_interval,
-                                        "data": data_fingerprint(dataset), "model": model.config.to_json_string()})
+                                        "data": data["fingerprint"], "model": model.config.to_json_string()})
     best = BestModel([output_dir / "best", output_dir / "best_lora_adapter"])
     with run_folder(accelerator, args, "stage2", best):
         _train(accelerator, args, dataset, model, processor, lora, generation_config, max_report_tokens, best,
-               precompute_image_features, validation_interval)
+               precompute_image_features, validation_interval, data)
         if after_training is not None:
             after_training(accelerator, best.folders[0])
         accelerator.wait_for_everyone()
@@ -143,7 +146,7 @@ def train_stage2(
 
 def _train(accelerator, args: TrainArguments, dataset, model: AmrgForConditionalGeneration, processor: AmrgProcessor,
            lora: bool, generation_config: GenerationConfig, max_report_tokens: int | None, best: BestModel,
-           precompute_image_features: bool = False, validation_interval: int = 1) -> None:
+           precompute_image_features: bool = False, validation_interval: int = 1, data: dict | None = None) -> None:
     output_dir = Path(args.output_dir)
     # peft draws the LoRA matrices from the global RNG: seeded, so that two runs with the same arguments (an
     # uninterrupted one and one killed and resumed) start from the same adapters.
@@ -154,7 +157,7 @@ def _train(accelerator, args: TrainArguments, dataset, model: AmrgForConditional
     if accelerator.is_main_process:
         save_run_config(output_dir, "stage2", {**arguments_dict(args), "lora": lora,
                                                "precompute_image_features": precompute_image_features,
-                                               "validation_interval": validation_interval,
+                                               "validation_interval": validation_interval, "data": data,
                                                "generation": generation_config.to_diff_dict(),
                                                "effective": effective_setup(accelerator, model),
                                                "config": model.config.to_dict()})

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from datasets import load_from_disk
 from PIL import Image
 
 from amrg.cli import main
 from amrg.data.labeler import ReportLabeler, read_reports_csv
 from amrg.data.loading import DataError, load_r2gen_dataset, load_user_studies, read_label_file
 from amrg.data.phantoms import write_phantom_dataset
+from amrg.data.saved_dataset import load_saved_dataset
 from amrg.evaluation.clinical_efficacy import clinical_efficacy
 from modeling_amrg import CHEXPERT_OBSERVATIONS
 
@@ -276,7 +276,7 @@ def test_data_writes_its_output_only_and_accepts_odd_but_readable_images(study, 
     assert code == 0, err
     assert out == f"wrote {tmp_path / 'out'} (train 2, val 1, test 1 studies)\n"
     assert {name.split("/")[0] for name in files_under(tmp_path) - before} == {"out"}
-    loaded = load_from_disk(str(tmp_path / "out"))
+    loaded = load_saved_dataset(tmp_path / "out")
     assert loaded["test"][0]["id"] == "7"
     images = loaded["train"][0]["images"]
     assert [image.size for image in images] == [(16, 16), (8, 8)] and images[1].mode == "RGBA"
