@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, GenerationConfig, GenerationMixin, PretrainedConfig, PreTrainedModel
-from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPooling, CausalLMOutputWithPast
 from transformers.utils import ModelOutput, logging
 
 from .configuration_amrg import VALID_LANGUAGE_MODEL_DTYPES, AmrgConfig
@@ -177,6 +177,9 @@ class AmrgCausalLMOutputWithPast(CausalLMOutputWithPast):
     disease_logits: torch.FloatTensor | None = None
     visual_associations: torch.FloatTensor | None = None
     report_associations: torch.FloatTensor | None = None
+
+
+_TWO_IMAGE_INPUTS = "pass `pixel_values` (or `disease_encoder_outputs`) or `mm_encoder_outputs`, not both"
 
 
 class AmrgPreTrainedModel(PreTrainedModel):
@@ -497,6 +500,25 @@ class AmrgForConditionalGeneration(AmrgPreTrainedModel, GenerationMixin):
             report_associations=memory.report_associations,
         )
 
+    @torch.no_grad()
+    def generate(self, inputs: torch.Tensor | None = None, **kwargs: Any) -> Any:
+        """`GenerationMixin.generate`, with the image side (disease encoder, both Hopfield memories, projections) run
+        once per study. Left to the library, `pixel_values` are repeated for each beam before the first forward, so
+        under 3-beam search every study went through the Swin, the Q-Former and both memories three times. Here the
+        image embeddings are computed first and handed over as `mm_encoder_outputs`, the field transformers'
+        generation expands to the beams itself (`pooler_output`, one row per study) and forwards at prefill only.
+        Accepts `pixel_values` (with `view_mask`) or `disease_encoder_outputs`, as `forward` does."""
+        pixel_values = kwargs.pop("pixel_values", None)
+        encoder_outputs = kwargs.pop("disease_encoder_outputs", None)
+        view_mask = kwargs.pop("view_mask", None)
+        kwargs.pop("output_hopfield_associations", None)  # prefill-only outputs that generate does not return
+        if pixel_values is not None or encoder_outputs is not None:
+            if kwargs.get("mm_encoder_outputs") is not None:
+                raise ValueError(_TWO_IMAGE_INPUTS)
+            image = self.get_image_features(pixel_values, view_mask, disease_encoder_outputs=encoder_outputs)
+            kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=image.embeddings)}
+        return super().generate(inputs, **kwargs)
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -512,6 +534,7 @@ class AmrgForConditionalGeneration(AmrgPreTrainedModel, GenerationMixin):
         output_hopfield_associations: bool = False,
         return_dict: bool | None = None,
         disease_encoder_outputs: AmrgDiseaseFeatures | Mapping[str, torch.Tensor] | None = None,
+        mm_encoder_outputs: Mapping[str, ModelOutput] | None = None,
         **kwargs: Any,
     ) -> tuple | AmrgCausalLMOutputWithPast:
         r"""
@@ -524,13 +547,26 @@ class AmrgForConditionalGeneration(AmrgPreTrainedModel, GenerationMixin):
         output_hopfield_associations (`bool`, *optional*): return alpha of eq. 5 for both memories.
         disease_encoder_outputs (`AmrgDiseaseFeatures` or a mapping of its fields, *optional*): the disease encoder's
             outputs for these studies, computed beforehand, instead of `pixel_values`.
+        mm_encoder_outputs (`dict`, *optional*): `{"image": output}` whose `pooler_output` holds the image embeddings
+            (`(batch_size, num_image_tokens, llm_width)`, what `get_image_features(...).embeddings` gives), computed
+            beforehand; how `generate` passes the image side, computed once per study, to the beams.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
         image = None
-        if pixel_values is not None or disease_encoder_outputs is not None:
+        precomputed = (mm_encoder_outputs or {}).get("image")
+        if precomputed is not None:
+            if pixel_values is not None or disease_encoder_outputs is not None:
+                raise ValueError(_TWO_IMAGE_INPUTS)
+            if input_ids is None:
+                raise ValueError("`mm_encoder_outputs` need `input_ids` that hold the image placeholder tokens")
+            image = AmrgImageFeatures(embeddings=precomputed.pooler_output)
+            inputs_embeds = merge_image_features(
+                input_ids, inputs_embeds, image.embeddings, self.config.image_token_index
+            )
+        elif pixel_values is not None or disease_encoder_outputs is not None:
             if input_ids is None:
                 raise ValueError("`pixel_values` need `input_ids` that hold the image placeholder tokens")
             if self.config.image_token_index is None:

@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+from transformers import GenerationMixin
 
 from modeling_amrg import AmrgConfig, AmrgForConditionalGeneration, AmrgForDiseaseClassification
 from modeling_amrg.modeling_amrg import REPORT_LENGTHS, report_generation_config
@@ -250,6 +251,28 @@ def test_batched_generation_equals_one_by_one(tiny, radiograph, num_beams):
             single = processor(images=[study], text=prompt)
             alone = model.generate(**single, **kwargs)[:, single["input_ids"].shape[1]:]
             assert torch.equal(alone[0], batched[row]), row
+
+
+def test_beam_search_runs_the_image_side_once_per_study(tiny, radiograph, banks):
+    model = copy.deepcopy(tiny[0]).eval()
+    model.set_memory_banks(**banks(model.config))
+    processor = tiny[1]
+    batch = processor(images=[[radiograph(1)], [radiograph(2), radiograph(3)]], text=["report?", "describe."])
+    kwargs = {"max_new_tokens": 6, "min_new_tokens": 6, "num_beams": 3, "do_sample": False}
+    seen = {"encoder": [], "memories": []}
+    hooks = [model.disease_encoder.register_forward_hook(lambda m, i, o: seen["encoder"].append(i[0].shape[0])),
+             model.visual_hopfield.register_forward_hook(lambda m, i, o: seen["memories"].append(i[0].shape[0]))]
+    with torch.no_grad():
+        once = model.generate(**batch, **kwargs)
+        counted = dict(seen)
+        seen.update(encoder=[], memories=[])
+        # The library's own path (pixel_values repeated for every beam before the image side runs) as the reference.
+        per_beam = GenerationMixin.generate(model, **batch, **kwargs)
+    for hook in hooks:
+        hook.remove()
+    assert counted == {"encoder": [2], "memories": [2]}  # one pass, two studies, not six beams
+    assert seen == {"encoder": [6], "memories": [6]}
+    assert torch.equal(once, per_beam)
 
 
 def test_gradient_checkpointing_gives_the_same_loss(tiny, radiograph):
