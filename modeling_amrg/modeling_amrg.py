@@ -637,6 +637,9 @@ class AmrgForConditionalGeneration(AmrgPreTrainedModel, GenerationMixin):
         for name, bank in banks.items():
             setattr(self, name, bank)
             setattr(self.config, name, bank.config_entry())
+            memory = self.visual_hopfield if name == "visual_bank" else self.report_hopfield
+            if memory is not None:
+                memory.clear_bank_cache()
 
     def check_memory_banks(self) -> None:
         """Raise a `ValueError` naming the bank whose rows are not finite, or whose projection by its Hopfield memory

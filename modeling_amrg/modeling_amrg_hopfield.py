@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 from torch import nn
@@ -142,6 +143,58 @@ class AmrgHopfieldMemory(nn.Module):
             self.value_proj = nn.Linear(bank_dim, hidden)
             self.out_proj = nn.Linear(hidden, hidden)
         self.dropout = nn.Dropout(config.dropout)
+        # (identity of the bank and of the projection parameters, projected bank): see `project_bank`. A plain
+        # attribute, so it is never saved with the weights.
+        self._bank_cache: tuple[tuple, tuple[torch.Tensor, torch.Tensor | None]] | None = None
+        self.register_load_state_dict_post_hook(lambda module, _: module.clear_bank_cache())
+
+    def clear_bank_cache(self) -> None:
+        """Forget the projected bank kept by `project_bank` (done on `train()`, on loading weights and by
+        `set_memory_banks`; any in-place change of the bank or of a projection parameter is also detected)."""
+        self._bank_cache = None
+
+    def train(self, mode: bool = True) -> AmrgHopfieldMemory:
+        self.clear_bank_cache()
+        return super().train(mode)
+
+    def _bank_projections(self) -> list[nn.Parameter]:
+        modules = [self.key_proj, self.key_norm] + ([self.value_proj] if self.config.mode == "ramsauer" else [])
+        return [parameter for module in modules for parameter in module.parameters()]
+
+    def _cache_key(self, bank: torch.Tensor) -> tuple:
+        # What makes a cached projection stale: another tensor (weak references: a freed tensor never matches, even
+        # if its memory is reused), an in-place change (`_version`: optimiser steps, `load_state_dict`'s copies), or
+        # a move to another device or dtype.
+        return tuple((weakref.ref(t), t._version, t.data_ptr(), t.dtype, t.device, t.shape)
+                     for t in (bank, *self._bank_projections()))
+
+    @staticmethod
+    def _same_key(cached: tuple, current: tuple) -> bool:
+        return len(cached) == len(current) and all(
+            a[0]() is not None and a[0]() is b[0]() and a[1:] == b[1:] for a, b in zip(cached, current))
+
+    def project_bank(self, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The stored patterns `key_norm(key_proj(bank))` and, in the `"ramsauer"` mode, the values
+        `value_proj(bank)`, in the projections' dtype.
+
+        In eval mode without gradients (generation, validation) the result is kept and reused while the bank and the
+        projection parameters are unchanged: every study of a test split retrieves from the same bank, and projecting
+        it cost as much as the retrieval itself at the paper's sizes (and rebuilt a projected copy of a million-row
+        memory per batch). In training, or whenever gradients are on, it is computed afresh and nothing is kept."""
+        if self.training or torch.is_grad_enabled():
+            self._bank_cache = None
+            return self._project(bank)
+        key = self._cache_key(bank)
+        if self._bank_cache is not None and self._same_key(self._bank_cache[0], key):
+            return self._bank_cache[1]
+        projected = self._project(bank)
+        self._bank_cache = (key, projected)
+        return projected
+
+    def _project(self, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        stored = self.key_norm(self.key_proj(bank.to(self.key_proj.weight.dtype)))
+        values = self.value_proj(bank.to(self.value_proj.weight.dtype)) if self.config.mode == "ramsauer" else None
+        return stored, values
 
     def forward(
         self, queries: torch.Tensor, bank: torch.Tensor, output_associations: bool = False
@@ -157,7 +210,7 @@ class AmrgHopfieldMemory(nn.Module):
                 f"memory bank must have shape (N, {self.key_proj.in_features}), got {tuple(bank.shape)}"
             )
         state = self.query_norm(self.query_proj(queries))
-        stored = self.key_norm(self.key_proj(bank.to(self.key_proj.weight.dtype)))
+        stored, values = self.project_bank(bank)
         if self.config.mode == "energy":
             states, alpha, _ = hopfield_retrieve(
                 state,
@@ -170,19 +223,18 @@ class AmrgHopfieldMemory(nn.Module):
                 beta_role=self.config.beta_role,
             )
         else:
-            states, alpha = self._ramsauer_update(state, stored, bank)
+            states, alpha = self._ramsauer_update(state, stored, values)
         return self.dropout(states), (alpha if output_associations else None)
 
     def _ramsauer_update(
-        self, state: torch.Tensor, stored: torch.Tensor, bank: torch.Tensor
+        self, state: torch.Tensor, stored: torch.Tensor, values: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One update xi_new = softmax(beta xi K^T) V per head (Ramsauer et al., eq. 10 there), in fp32."""
         batch, num_queries, hidden = state.shape
         heads = self.config.num_heads
         head_dim = hidden // heads
-        if bank.shape[0] == 0:
+        if values.shape[0] == 0:
             return state, state.new_zeros(batch, num_queries, 0, dtype=torch.float32)
-        values = self.value_proj(bank.to(self.value_proj.weight.dtype))
         q = state.float().view(batch, num_queries, heads, head_dim).transpose(1, 2)
         k = stored.float().view(-1, heads, head_dim).transpose(0, 1)
         v = values.float().view(-1, heads, head_dim).transpose(0, 1)
