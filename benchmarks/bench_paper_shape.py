@@ -20,14 +20,28 @@ image side (Swin-B, Q-Former, both Hopfield retrievals, projections) and the Ada
 
 Peak memory: on CUDA `torch.cuda.max_memory_allocated`, reset before each part; on CPU the process's peak RSS,
 reset before each part through `/proc/self/clear_refs` where the kernel allows it (`VmHWM`), with
-`resource.getrusage(...).ru_maxrss` before and after each part (a process-lifetime peak, never lowered) beside it.
+`resource.getrusage(...).ru_maxrss` before and after each part beside it (on Linux the same mark, so the reset lowers
+it too; where the reset is refused, `peak_reset` is false and both are the process's lifetime peak). glibc's free
+pages are returned to the system before each part (`malloc_trim`).
 "Growth" is the peak during the part minus the memory in use when it started. `--quick` generates 8 tokens.
+
+bfloat16 on a CPU without native bf16 matrix units (no AVX512-BF16 / AMX, e.g. an AVX2-only EPYC): PyTorch then runs
+bf16 matrix products in its reference GEMM, and the layout of the backward pass of `nn.Linear` (grad @ weight) crawls
+(0.1 to 1 GFLOP/s against 35 to 50 in float32 on one core): the training step alone would take about an hour. On
+CPU the benchmark first times that product in both dtypes; when half precision is more than `SLOW_HALF_GEMM_FACTOR`
+times slower than float32 it runs the whole benchmark in float32 instead and says so in the output
+(`dtype`, `requested_dtype`, `dtype_note`, `cpu_gemm_probe`); the paper-shape model is then also built in the
+requested dtype for one forward pass of the training batch with its loss, no backward (`half_forward_check`), so that
+the half-precision path itself still runs. `--force-dtype` keeps the requested dtype regardless.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
+import logging
 import os
 import platform
 import resource
@@ -65,6 +79,11 @@ PARTS = {
     "LLM (2 layers)": ("language_model.",),
 }
 MIB = 2**20
+# Half precision this many times slower than float32 in the backward GEMM layout: the CPU has no native bf16/fp16
+# GEMM (PyTorch's reference kernel runs), and the benchmark falls back to float32 (see the module docstring).
+SLOW_HALF_GEMM_FACTOR = 8.0
+
+logger = logging.getLogger("bench_paper_shape")
 
 
 def paper_config(tokenizer: PreTrainedTokenizerBase, llm_layers: int) -> AmrgConfig:
@@ -93,8 +112,9 @@ def random_bank(rows: int, dim: int, num_observations: int, generator: torch.Gen
 
 
 def build_model(config: AmrgConfig, dtype: torch.dtype, device: torch.device) -> AmrgForConditionalGeneration:
-    """The model built directly in `dtype` (never a float32 copy of the 1 B parameters), moved to `device`, with
+    """The model built directly in `dtype` (never a float32 copy of the 0.9 B parameters), moved to `device`, with
     both banks filled at the paper's sizes and stage 2's trainable set."""
+    # `_from_config` is what `AutoModel.from_config` calls; the model's override builds the LLM in `dtype` too.
     model = AmrgForConditionalGeneration._from_config(config, dtype=dtype).to(device)
     generator = torch.Generator().manual_seed(0)
     n_d = config.num_observations
@@ -169,6 +189,17 @@ def _reset_rss_peak() -> bool:
     return True
 
 
+def _release_free_memory() -> None:
+    """Collect garbage and hand glibc's free heap pages back to the system (`malloc_trim`), so that the RSS at the
+    start of a part counts live memory only: otherwise the previous part's freed buffers stay resident, the next part
+    reuses them without raising the RSS, and its growth reads too small."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: growth figures may then read low
+
+
 def _ru_maxrss_mib() -> float:
     # Linux reports kilobytes (macOS bytes; this benchmark reads Linux's procfs anyway).
     scale = 1 if platform.system() == "Darwin" else 1024
@@ -182,6 +213,7 @@ def measure(fn: Callable[[], Any], device: torch.device, label: str) -> tuple[An
         torch.cuda.reset_peak_memory_stats(device)
         start_bytes = torch.cuda.memory_allocated(device)
     else:
+        _release_free_memory()
         reset = _reset_rss_peak()
         start_kib, maxrss_before = _status_kib("VmRSS"), _ru_maxrss_mib()
     start = time.perf_counter()
@@ -210,7 +242,7 @@ def training_step(model: AmrgForConditionalGeneration, batch: dict, optimizer: t
     loss = model(**batch).loss
     loss.backward()
     optimizer.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def llm_only_step(model: AmrgForConditionalGeneration, batch: dict) -> float:
@@ -225,7 +257,7 @@ def llm_only_step(model: AmrgForConditionalGeneration, batch: dict) -> float:
     merged = merge_image_features(input_ids, embeddings, image, model.config.image_token_index)
     loss = model(inputs_embeds=merged, attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
     loss.backward()
-    return float(loss)
+    return float(loss.detach())
 
 
 def generation(model: AmrgForConditionalGeneration, inputs: dict, new_tokens: int) -> int:
@@ -236,40 +268,107 @@ def generation(model: AmrgForConditionalGeneration, inputs: dict, new_tokens: in
     return int(sequences.shape[1] - inputs["input_ids"].shape[1])
 
 
+def _gemm_gflops(dtype: torch.dtype, backward_layout: bool, rows: int = 128, width: int = 1024) -> float:
+    """GFLOP/s of one `(rows, width) x (width, width)` product on CPU: `x @ W^T` (`nn.Linear`'s forward) or `g @ W`
+    (its backward to the input, the layout that PyTorch's reference bf16 GEMM runs slowly)."""
+    generator = torch.Generator().manual_seed(0)
+    left = torch.randn(rows, width, generator=generator).to(dtype)
+    weight = torch.randn(width, width, generator=generator).to(dtype)
+    product = (lambda a: a @ weight) if backward_layout else (lambda a: torch.nn.functional.linear(a, weight))
+    product(left[:8])  # first-call set-up
+    start = time.perf_counter()
+    product(left)
+    return 2 * rows * width * width / (time.perf_counter() - start) / 1e9
+
+
+def cpu_gemm_probe(dtype: torch.dtype) -> dict[str, float | bool]:
+    """Time `dtype` matrix products on this CPU against float32 (both layouts of `nn.Linear`, see `_gemm_gflops`)."""
+    probe = {
+        "float32_gflops": _gemm_gflops(torch.float32, backward_layout=True),
+        "half_forward_gflops": _gemm_gflops(dtype, backward_layout=False),
+        "half_backward_gflops": _gemm_gflops(dtype, backward_layout=True),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+    probe["half_backward_slowdown"] = probe["float32_gflops"] / probe["half_backward_gflops"]
+    probe["slow"] = probe["half_backward_slowdown"] > SLOW_HALF_GEMM_FACTOR
+    return {key: round(value, 2) if isinstance(value, float) else value for key, value in probe.items()}
+
+
+def choose_dtype(requested: str, device: torch.device, force: bool) -> tuple[torch.dtype, dict | None, str | None]:
+    """The dtype to measure in, the CPU probe (`None` when not run) and a note when it differs from `requested`."""
+    dtype = getattr(torch, requested)
+    if device.type != "cpu" or dtype == torch.float32 or force:
+        return dtype, None, None
+    probe = cpu_gemm_probe(dtype)
+    if not probe["slow"]:
+        return dtype, probe, None
+    note = (f"{requested} matrix products on this CPU ({probe['cpu_capability']}) run in PyTorch's reference GEMM: "
+            f"{probe['half_backward_gflops']} GFLOP/s in nn.Linear's backward layout against "
+            f"{probe['float32_gflops']} in float32; the training step would take about an hour, so everything below "
+            f"ran in float32 (--force-dtype keeps {requested})")
+    logger.warning(note)
+    return torch.float32, probe, note
+
+
+def forward_check(model: AmrgForConditionalGeneration, batch: dict) -> dict:
+    """The stage-2 forward pass (image side, both memories, LLM, eq. 12) on `batch` without backward, and whether
+    its outputs are finite: the half-precision path at the paper's shapes where its backward is too slow to run
+    (see `choose_dtype`)."""
+    with torch.no_grad():
+        output = model(**batch)
+    return {"loss": float(output.loss), "finite_logits": bool(torch.isfinite(output.logits).all()),
+            "finite_image_features": bool(torch.isfinite(output.image_hidden_states).all())}
+
+
 def run(args: argparse.Namespace) -> dict:
     """Build the model and measure the three parts; returns the JSON summary."""
     torch.manual_seed(0)
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    device = torch.device(args.device)
     started = time.perf_counter()
+    dtype, probe, note = choose_dtype(args.dtype, device, args.force_dtype)
+    name = str(dtype).removeprefix("torch.")
     tokenizer = train_report_tokenizer(tiny_corpus(), vocab_size=1000)
     config = paper_config(tokenizer, args.llm_layers)
     processor = processor_for(config, tokenizer)
-    model, build = measure(lambda: build_model(config, dtype, device), device, f"building the model in {args.dtype}")
+    logger.info("building the model in %s on %s", name, device)
+    model, build = measure(lambda: build_model(config, dtype, device), device, f"building the model in {name}")
     counts = parameter_counts(model)
     train_batch = make_inputs(processor, args.batch_size, args.report_tokens, device, with_reports=True)
     prompt_batch = make_inputs(processor, args.batch_size, args.report_tokens, device, with_reports=False)
     warm = device.type == "cuda"  # kernel selection and allocator warm-up would dominate a single CUDA call
 
     set_train_mode(model, model)
+    logger.info("LLM-only baseline step (batch %d, %d tokens)", args.batch_size, train_batch["input_ids"].shape[1])
     if warm:
         llm_only_step(model, train_batch)
     baseline_loss, baseline = measure(lambda: llm_only_step(model, train_batch), device,
-                                      f"the LLM-only baseline step in {args.dtype}")
+                                      f"the LLM-only baseline step in {name}")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     if warm:
         training_step(model, train_batch, optimizer)
+    logger.info("stage-2 training step")
     loss, step = measure(lambda: training_step(model, train_batch, optimizer), device,
-                         f"the stage-2 training step in {args.dtype}")
+                         f"the stage-2 training step in {name}")
 
     model.eval()
     optimizer.zero_grad(set_to_none=True)
     new_tokens = 8 if args.quick else args.max_new_tokens
     if warm:
         generation(model, prompt_batch, 2)
+    logger.info("3-beam generation of %d tokens", new_tokens)
     generated, generate = measure(lambda: generation(model, prompt_batch, new_tokens), device,
-                                  f"the 3-beam generation in {args.dtype}")
+                                  f"the 3-beam generation in {name}")
+    check = None
+    if note is not None:
+        del model, optimizer
+        gc.collect()
+        logger.info("%s forward check of the training batch", args.dtype)
+        half = build_model(config, getattr(torch, args.dtype), device).eval()
+        result, check = measure(lambda: forward_check(half, train_batch), device, f"the {args.dtype} forward check")
+        check = {"dtype": args.dtype, **check, **result}
     return {
-        "device": str(device), "dtype": args.dtype, "threads": torch.get_num_threads(),
+        "device": str(device), "dtype": name, "requested_dtype": args.dtype, "dtype_note": note,
+        "cpu_gemm_probe": probe, "threads": torch.get_num_threads(),
         "torch": torch.__version__, "batch_size": args.batch_size, "views": 2, "image_size": 224,
         "llm_layers": args.llm_layers, "tokenizer_size": len(tokenizer), "vocab_size": config.text_config.vocab_size,
         "num_image_tokens": config.num_image_tokens, "train_sequence_length": train_batch["input_ids"].shape[1],
@@ -280,6 +379,7 @@ def run(args: argparse.Namespace) -> dict:
         "baseline_llm_only_step": {**baseline, "loss": baseline_loss},
         "training_step": {**step, "loss": loss},
         "generation": {**generate, "beams": 3, "new_tokens": generated},
+        "half_forward_check": check,
         "ratios": {
             "step_time_over_llm_only": step["seconds"] / baseline["seconds"],
             "step_memory_growth_over_llm_only": step["growth_mib"] / max(baseline["growth_mib"], 1.0),
@@ -296,15 +396,20 @@ def markdown(report: dict) -> str:
         lines.append(f"| {part} | {entry['parameters'] / 1e6:.1f} | {entry['trainable'] / 1e6:.1f} | "
                      f"{entry['frozen'] / 1e6:.1f} | {entry['bytes'] / MIB:.0f} |")
     memory = "peak allocated" if report["device"].startswith("cuda") else "peak RSS"
-    lines += ["", f"| run | time (s) | {memory} (MiB) | growth (MiB) | time / LLM-only |",
+    setting = f"{report['dtype']}, {report['device']}"
+    lines += ["", f"| run ({setting}) | time (s) | {memory} (MiB) | growth (MiB) | time / LLM-only |",
               "| --- | --- | --- | --- | --- |"]
     base = report["baseline_llm_only_step"]["seconds"]
-    for label, key in (("LLM-only step (baseline)", "baseline_llm_only_step"), ("stage-2 training step",
-                                                                                 "training_step"),
-                       (f"3-beam generation, {report['generation']['new_tokens']} tokens", "generation")):
+    runs = (("LLM-only step (baseline)", "baseline_llm_only_step"), ("stage-2 training step", "training_step"),
+            (f"3-beam generation, {report['generation']['new_tokens']} tokens", "generation"))
+    if report["half_forward_check"] is not None:
+        runs += ((f"{report['half_forward_check']['dtype']} forward only (check)", "half_forward_check"),)
+    for label, key in runs:
         entry = report[key]
+        # The check runs in another dtype than the baseline: no ratio.
+        ratio = "n/a" if key == "half_forward_check" else f"{entry['seconds'] / base:.2f}"
         lines.append(f"| {label} | {entry['seconds']:.2f} | {entry['peak_mib']:.0f} | {entry['growth_mib']:.0f} | "
-                     f"{entry['seconds'] / base:.2f} |")
+                     f"{ratio} |")
     return "\n".join(lines)
 
 
@@ -317,7 +422,10 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=60)
     parser.add_argument("--llm-layers", type=int, default=2, help="decoder layers of the Llama-2-7B-shaped LLM")
     parser.add_argument("--quick", action="store_true", help="generate 8 tokens instead of --max-new-tokens")
+    parser.add_argument("--force-dtype", action="store_true",
+                        help="keep --dtype on a CPU whose half-precision GEMM is slow (see the module docstring)")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     report = run(args)
     print(json.dumps(report, indent=2, default=float))

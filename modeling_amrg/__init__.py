@@ -23,6 +23,7 @@ from .modeling_amrg_hopfield import (
     hopfield_association,
     hopfield_energy,
     hopfield_energy_grad,
+    hopfield_read,
     hopfield_retrieve,
 )
 from .processing_amrg import AmrgProcessor
@@ -48,6 +49,7 @@ __all__ = [
     "hopfield_association",
     "hopfield_energy",
     "hopfield_energy_grad",
+    "hopfield_read",
     "hopfield_retrieve",
     "report_generation_config",
 ]

@@ -204,6 +204,11 @@ class AmrgHopfieldConfig(PretrainedConfig):
             LayerNorm on the projected memory rows (hflayers' default).
         dropout (`float`, *optional*, defaults to 0.0):
             Dropout on the association weights.
+        retrieval_chunk_rows (`int`, *optional*, defaults to 65536):
+            The `"energy"` mode reads a bank of more rows than this in chunks of this many rows, with an online
+            log-sum-exp (as flash attention does), so that its temporary memory is bounded by the chunk instead of
+            growing with the bank (a million-row report memory). Banks of at most this many rows (the paper's 6,943
+            and 6,000) are read in one piece, exactly as before. `None` never chunks.
     """
 
     model_type = "amrg_hopfield"
@@ -224,6 +229,7 @@ class AmrgHopfieldConfig(PretrainedConfig):
         normalize_state_pattern: bool = True,
         normalize_stored_pattern: bool = True,
         dropout: float = 0.0,
+        retrieval_chunk_rows: int | None = 65536,
         **kwargs: Any,
     ) -> None:
         _refuse_unknown_keys(self.base_config_key, kwargs, type(self), self.model_type)
@@ -250,6 +256,9 @@ class AmrgHopfieldConfig(PretrainedConfig):
                             ("normalize_stored_pattern", normalize_stored_pattern)):
             _require(isinstance(value, bool), f"{field}.{name}", value, "true or false")
         _require(_is_real(dropout) and 0 <= dropout < 1, f"{field}.dropout", dropout, "in [0, 1)")
+        _require(retrieval_chunk_rows is None or (_is_int(retrieval_chunk_rows) and retrieval_chunk_rows >= 1),
+                 f"{field}.retrieval_chunk_rows", retrieval_chunk_rows, "a positive integer or null (never chunk)")
+        self.retrieval_chunk_rows = retrieval_chunk_rows
         self.mode = mode
         self.hidden_size = hidden_size
         self.scaling = float(scaling)

@@ -41,6 +41,40 @@ def hopfield_association(state: torch.Tensor, stored: torch.Tensor, inverse_temp
     return torch.softmax(logits, dim=-1)
 
 
+def hopfield_read(
+    state: torch.Tensor, stored: torch.Tensor, inverse_temperature: float = 1.0, chunk_rows: int | None = None
+) -> torch.Tensor:
+    """sum_j alpha_j m_j with alpha of eq. 5 (`hopfield_association`), in fp32: the memory that one update
+    retrieves.
+
+    With `chunk_rows` and a bank of more rows than that, the rows are read in chunks with an online log-sum-exp (the
+    running maximum, the running sum of exponentials and the running weighted sum, rescaled when the maximum grows,
+    as flash attention does): the same result to float rounding, with temporaries of `(..., chunk_rows)` logits and
+    one fp32 chunk of the bank, instead of `(..., N)` logits and an fp32 copy of the whole bank."""
+    rows = stored.shape[0]
+    if chunk_rows is None or rows <= chunk_rows:
+        return hopfield_association(state, stored, inverse_temperature) @ stored.float()
+    query = state.float()
+    scale = inverse_temperature / math.sqrt(state.shape[-1])
+    running_max = total = weighted = None
+    for start in range(0, rows, chunk_rows):
+        block = stored[start:start + chunk_rows].float()
+        logits = (query @ block.transpose(0, 1)) * scale
+        block_max = logits.amax(dim=-1)
+        if running_max is None:
+            running_max = block_max
+            weights = torch.exp(logits - running_max.unsqueeze(-1))
+            total, weighted = weights.sum(-1), weights @ block
+            continue
+        new_max = torch.maximum(running_max, block_max)
+        rescale = torch.exp(running_max - new_max)
+        weights = torch.exp(logits - new_max.unsqueeze(-1))
+        total = total * rescale + weights.sum(-1)
+        weighted = weighted * rescale.unsqueeze(-1) + weights @ block
+        running_max = new_max
+    return weighted / total.unsqueeze(-1)
+
+
 def hopfield_energy(
     state: torch.Tensor, query: torch.Tensor, stored: torch.Tensor, beta: float, beta_role: str = "inverse_temperature"
 ) -> torch.Tensor:
@@ -63,7 +97,12 @@ def hopfield_energy(
 
 
 def hopfield_energy_grad(
-    state: torch.Tensor, query: torch.Tensor, stored: torch.Tensor, beta: float, beta_role: str = "inverse_temperature"
+    state: torch.Tensor,
+    query: torch.Tensor,
+    stored: torch.Tensor,
+    beta: float,
+    beta_role: str = "inverse_temperature",
+    chunk_rows: int | None = None,
 ) -> torch.Tensor:
     """Eq. 4, exact, with alpha from `hopfield_association`:
 
@@ -71,11 +110,10 @@ def hopfield_energy_grad(
     - `"inverse_temperature"`: dE/df* = 2 (f* - f) - 2 sum_j alpha_j m_j, alpha_j = softmax_j(beta z_j).
 
     The paper prints eq. 4 without the 1/sqrt(d) factor; the factor is what the derivative of eq. 2 gives, and it is
-    what makes eq. 3 a descent on eq. 2 (tests compare with autograd)."""
+    what makes eq. 3 a descent on eq. 2 (tests compare with autograd). `chunk_rows`: see `hopfield_read`."""
     inverse_temperature = _inverse_temperature(beta, beta_role)
     d = state.shape[-1]
-    alpha = hopfield_association(state, stored, inverse_temperature)
-    retrieved = alpha @ stored.float()
+    retrieved = hopfield_read(state, stored, inverse_temperature, chunk_rows)
     if beta_role == "as_printed":
         return 2.0 * (state.float() - query.float()) - (beta / math.sqrt(d)) * retrieved
     return 2.0 * (state.float() - query.float()) - 2.0 * retrieved
@@ -90,6 +128,7 @@ def hopfield_retrieve(
     eps: float,
     return_associations: bool = True,
     beta_role: str = "inverse_temperature",
+    chunk_rows: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """Eq. 3 iterated from f* = f until no state moves by more than `eps` or `max_steps` updates; eq. 6's output.
 
@@ -98,6 +137,8 @@ def hopfield_retrieve(
     `step_size` 0.5 it is the fixed-point iteration f*_{t+1} = f + r(f*_t); in the `"inverse_temperature"` role that
     is Ramsauer et al.'s update X softmax(beta' X^T xi) with beta' = beta / sqrt(d), added to the query.
     The loop is differentiable (autograd unrolls it), so projections in front of it are trained through it.
+    `chunk_rows`: read banks of more rows in chunks (`hopfield_read`); the associations, when asked for, are
+    `(..., N)` whatever the chunking.
 
     Returns:
         `(f*, alpha, steps)`: the retrieved states (dtype of `query`), the association weights of eq. 5 at f*
@@ -108,7 +149,7 @@ def hopfield_retrieve(
     state = query.float()
     steps = 0
     for steps in range(1, max_steps + 1):
-        update = step_size * hopfield_energy_grad(state, query, stored, beta, beta_role)
+        update = step_size * hopfield_energy_grad(state, query, stored, beta, beta_role, chunk_rows)
         state = state - update
         if update.detach().abs().max().item() <= eps:
             break
@@ -192,6 +233,17 @@ class AmrgHopfieldMemory(nn.Module):
         return projected
 
     def _project(self, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        chunk = getattr(self.config, "retrieval_chunk_rows", None)
+        if self.config.mode == "energy" and chunk is not None and bank.shape[0] > chunk and not (
+                torch.is_grad_enabled() and self.key_proj.weight.requires_grad):
+            # Filled chunk by chunk: a million-row bank's projection needs the result and one chunk's temporaries,
+            # not the projection, its normalisation and a converted copy of the bank at full size at once.
+            weight = self.key_proj.weight
+            stored = torch.empty(bank.shape[0], self.key_proj.out_features, dtype=weight.dtype, device=weight.device)
+            for start in range(0, bank.shape[0], chunk):
+                block = bank[start:start + chunk].to(weight.dtype)
+                stored[start:start + chunk] = self.key_norm(self.key_proj(block))
+            return stored, None
         stored = self.key_norm(self.key_proj(bank.to(self.key_proj.weight.dtype)))
         values = self.value_proj(bank.to(self.value_proj.weight.dtype)) if self.config.mode == "ramsauer" else None
         return stored, values
@@ -221,6 +273,7 @@ class AmrgHopfieldMemory(nn.Module):
                 eps=self.config.update_steps_eps,
                 return_associations=output_associations,
                 beta_role=self.config.beta_role,
+                chunk_rows=getattr(self.config, "retrieval_chunk_rows", None),
             )
         else:
             states, alpha = self._ramsauer_update(state, stored, values)
@@ -248,5 +301,6 @@ __all__ = [
     "hopfield_association",
     "hopfield_energy",
     "hopfield_energy_grad",
+    "hopfield_read",
     "hopfield_retrieve",
 ]

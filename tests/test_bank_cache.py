@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from modeling_amrg import AmrgHopfieldConfig
-from modeling_amrg.modeling_amrg_hopfield import AmrgHopfieldMemory
+from modeling_amrg.modeling_amrg_hopfield import AmrgHopfieldMemory, hopfield_read
 
 
 class Counter:
@@ -112,3 +112,48 @@ def test_set_memory_banks_clears_the_cache(tiny, banks, radiograph):
     reference.report_hopfield.clear_bank_cache()
     with torch.no_grad():
         torch.testing.assert_close(after, reference.get_image_features(inputs["pixel_values"]).embeddings)
+
+
+# -- banks read in chunks (a million-row memory) ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("inverse_temperature", [1.0, 64.0])
+def test_a_bank_read_in_chunks_equals_the_whole_read(inverse_temperature):
+    torch.manual_seed(0)
+    state, stored = torch.randn(2, 3, 8), torch.randn(101, 8) * 4  # large logits: the running maximum must rescale
+    whole = hopfield_read(state, stored, inverse_temperature)
+    for chunk in (1, 7, 100, 101, 500):
+        torch.testing.assert_close(hopfield_read(state, stored, inverse_temperature, chunk), whole,
+                                   rtol=1e-5, atol=1e-5)
+    bf16 = stored.to(torch.bfloat16)
+    torch.testing.assert_close(hopfield_read(state, bf16, inverse_temperature, 10),
+                               hopfield_read(state, bf16, inverse_temperature), rtol=1e-5, atol=1e-5)
+
+
+def test_a_chunked_memory_retrieves_and_trains_as_the_whole_one():
+    torch.manual_seed(0)
+    whole = AmrgHopfieldMemory(AmrgHopfieldConfig(hidden_size=16, retrieval_chunk_rows=None), 12, 10)
+    chunked = copy.deepcopy(whole)
+    chunked.config = AmrgHopfieldConfig(hidden_size=16, retrieval_chunk_rows=9)
+    queries, bank = torch.randn(3, 5, 12), torch.randn(50, 10)
+    whole(queries, bank)[0].square().sum().backward()
+    chunked(queries, bank)[0].square().sum().backward()
+    expected_grad = whole.key_proj.weight.grad  # the memory computes in fp32: rounding relative to the largest entry
+    torch.testing.assert_close(chunked.key_proj.weight.grad, expected_grad, rtol=1e-4,
+                               atol=1e-5 * float(expected_grad.abs().max()))
+    with torch.no_grad():
+        for module in (whole.eval(), chunked.eval()):
+            module.clear_bank_cache()
+        states, alpha = chunked(queries, bank, output_associations=True)
+        expected, expected_alpha = whole(queries, bank, output_associations=True)
+        torch.testing.assert_close(states, expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(alpha, expected_alpha, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(chunked.project_bank(bank)[0], whole.project_bank(bank)[0], rtol=1e-6, atol=1e-6)
+
+
+def test_the_chunk_size_is_checked_and_defaults_for_old_configurations():
+    with pytest.raises(ValueError, match="retrieval_chunk_rows"):
+        AmrgHopfieldConfig(retrieval_chunk_rows=0)
+    saved = AmrgHopfieldConfig().to_dict()
+    del saved["retrieval_chunk_rows"]
+    assert AmrgHopfieldConfig(**saved).retrieval_chunk_rows == 65536  # the paper's banks are read whole
+    assert AmrgHopfieldConfig(retrieval_chunk_rows=None).retrieval_chunk_rows is None
