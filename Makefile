@@ -26,7 +26,8 @@ test: install
 demo: install
 	bash scripts/demo.sh
 
-# The demo's pipeline on real IU X-ray reports paired with phantoms (reads ../shared/data/iu_xray; about 15 min).
+# The demo's pipeline on real IU X-ray reports paired with phantoms (reads ../shared/data/iu_xray; 35 min measured
+# on the 2-core machine shared with other work).
 demo-iu-xray: install
 	bash scripts/iu_xray_demo.sh
 
