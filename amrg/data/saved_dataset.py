@@ -16,6 +16,7 @@ read from the Arrow files (memory-mapped), never recomputed: the labeler does no
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -148,6 +149,8 @@ def load_saved_dataset(
                         f"manifest records {recorded}: it was changed after `amrg data` wrote it")
     result = {}
     for split, part in stored.items():
+        if part._indices is not None:  # `_with_images` reads the Arrow table directly
+            part = part.flatten_indices()
         if part.features != SAVED_FEATURES:
             raise DataError(f"saved dataset {folder}, split {split!r}: columns {sorted(part.features)} are not those "
                             f"this version writes ({sorted(SAVED_FEATURES)})")
@@ -159,9 +162,10 @@ def _with_images(part, root: Path, folder: Path, split: str, missing_images: str
     """The split with absolute `image_paths` under `root` and the `images` column, after checking that every file
     is there. The new columns are added beside the memory-mapped ones (`add_column`), so only the paths are held in
     memory, not the reports."""
-    absolute = [[str(root / relative) for relative in paths] for paths in part["image_paths"]]
-    missing = [(study, path) for study, paths in zip(part["id"], absolute) for path in paths
-               if not os.path.isfile(path)]
+    # Read from the Arrow table in one piece: iterating `part["id"]` formats row by row (2 s per 10,000 studies).
+    ids = part.data.column("id").to_pylist()
+    absolute = [[str(root / relative) for relative in paths] for paths in part.data.column("image_paths").to_pylist()]
+    missing = [(study, path) for study, paths in zip(ids, absolute) for path in paths if not os.path.isfile(path)]
     if missing and missing_images == "error":
         shown = ", ".join(f"{path} (study {study})" for study, path in missing[:_SHOWN])
         raise DataError(f"saved dataset {folder}, split {split!r}: {len(missing)} image files are missing under "
@@ -172,13 +176,16 @@ def _with_images(part, root: Path, folder: Path, split: str, missing_images: str
         dropped = {study for study, _ in missing}
         logger.warning("saved dataset %s, split %r: dropping %d studies with missing images", folder, split,
                        len(dropped))
-        keep = [index for index, study in enumerate(part["id"]) if study not in dropped]
+        keep = [index for index, study in enumerate(ids) if study not in dropped]
         absolute = [absolute[index] for index in keep]
         part = part.select(keep)
+    # Fingerprints from the stored split's and the root: left to `datasets`, it hashes the new columns with dill,
+    # half of the loading time (a second per 2,000 studies).
+    fingerprint = hashlib.sha256(f"{part._fingerprint}\x00{root}\x00{keep is not None}".encode()).hexdigest()[:16]
     part = part.remove_columns("image_paths")
-    part = part.add_column("image_paths", absolute, feature=List(Value("string")))
+    part = part.add_column("image_paths", absolute, feature=List(Value("string")), new_fingerprint=fingerprint + "p")
     part = part.add_column("images", [[{"path": path, "bytes": None} for path in paths] for paths in absolute],
-                           feature=List(Image()))
+                           feature=List(Image()), new_fingerprint=fingerprint + "i")
     return part.select_columns(list(FEATURES))
 
 
