@@ -119,6 +119,19 @@ def test_stage1_on_two_processes_trains_what_one_process_does(workspace):
     assert (two / "best" / "model.safetensors").is_file()
 
 
+def test_two_processes_train_the_same_from_a_saved_dataset(workspace):
+    images = str(workspace / "data" / "images")
+    _run([str(BIN / "amrg"), "data", "--annotation", str(workspace / "annotation.json"), "--image-root", images,
+          "--output", str(workspace / "saved")])
+    arguments = _stage1(workspace, "s1_two_saved", 4)
+    start = arguments.index("--annotation")
+    arguments[start:start + 4] = ["--dataset-dir", str(workspace / "saved"), "--image-root", images]
+    _torchrun(*arguments)
+    saved, annotation = workspace / "s1_two_saved", workspace / "s1_two"
+    assert _losses(saved / "stage1_log.jsonl") == pytest.approx(_losses(annotation / "stage1_log.jsonl"), rel=1e-6)
+    assert _max_difference(saved / "last" / "model.safetensors", annotation / "last" / "model.safetensors") < 1e-6
+
+
 def test_two_processes_resume_exactly_from_a_checkpoint(workspace):
     checkpoint = workspace / "s1_two" / "checkpoints" / "step_1"
     assert checkpoint.is_dir(), "runs after test_stage1_on_two_processes_trains_what_one_process_does"
