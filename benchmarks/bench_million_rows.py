@@ -13,6 +13,10 @@ baseline), and the growth of peak resident memory over what the process held wit
 the size of one projected bank.
 
     .venv/bin/python benchmarks/bench_million_rows.py [--rows 1000000] [--calls 3] [--skip-whole]
+        [--variants chunked-float32 whole-float32]
+
+bf16 is worth measuring on a GPU or a CPU with bf16 instructions; on an AVX2 CPU PyTorch's bf16 matrix products run
+in a reference GEMM (see bench_paper_shape.py) and the bf16 rows measure that fallback, not the memory.
 """
 
 from __future__ import annotations
@@ -99,13 +103,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--calls", type=int, default=3)
     parser.add_argument("--skip-whole", action="store_true")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(_child(args.child, args.rows, args.calls)))
         return
     results = []
-    for variant in VARIANTS:
+    for variant in args.variants:
         if args.skip_whole and variant.startswith("whole"):
             continue
         process = subprocess.run([sys.executable, __file__, "--child", variant, "--rows", str(args.rows), "--calls",
