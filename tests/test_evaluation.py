@@ -195,3 +195,21 @@ def test_bad_prediction_files(run_files, capsys, rows, message):
         evaluate_predictions(path, references, metrics=("BLEU_1",))
     assert main(["evaluate", "--predictions", str(path), "--references", str(references), "--no-meteor"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_scikit_learn_figures_equal_the_hand_computed_ones():
+    from amrg.evaluation.classification import roc_auc
+    from amrg.evaluation.clinical_efficacy import ce_figures, count_figures
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        shape = (int(rng.integers(1, 25)), int(rng.integers(2, 15)))
+        predicted, reference = rng.random(shape) < rng.random(), rng.random(shape) < rng.random()
+        expected = count_figures(predicted, reference)  # the counts the bootstrap resamples use
+        assert ce_figures(predicted, reference) == pytest.approx(expected, abs=1e-12)
+    scores, positive = np.array([0.1, 0.4, 0.4, 0.8, 0.3]), np.array([0, 1, 0, 1, 1], dtype=bool)
+    # rank-sum: positives' ranks 3.5 (tied 0.4), 5 and 2 -> (10.5 - 6) / (3 * 2)
+    assert roc_auc(scores, positive) == pytest.approx(0.75)
+    assert np.isnan(roc_auc(scores, np.ones(5, dtype=bool)))
+    with pytest.raises(ValueError, match="at least two observations"):
+        ce_figures(predicted[:, :1], reference[:, :1])

@@ -6,27 +6,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from sklearn.metrics import f1_score, roc_auc_score
 
 from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
 
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve by the rank-sum (Mann-Whitney) formula, ties averaged; NaN without both classes."""
-    positive = positive.astype(bool)
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
+    """Area under the ROC curve (scikit-learn's `roc_auc_score`); NaN without both classes, where scikit-learn
+    raises (an observation absent from a validation split must not stop the epoch)."""
+    positive = np.asarray(positive).astype(bool)
+    if positive.all() or not positive.any():
         return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    i = 0
-    while i < len(scores):
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(positive, np.asarray(scores, dtype=np.float64)))
 
 
 def classification_report(probabilities: np.ndarray, labels: np.ndarray,
@@ -49,10 +40,9 @@ def classification_report(probabilities: np.ndarray, labels: np.ndarray,
     rows = {}
     for index, name in enumerate(names):
         predicted = probabilities[:, index] >= 0.5
-        tp = int((predicted & present[:, index]).sum())
-        denominator = int(predicted.sum() + present[:, index].sum())
         rows[name] = {"auc": roc_auc(probabilities[:, index], present[:, index]),
-                      "f1": 2 * tp / denominator if denominator else 0.0, "positives": int(present[:, index].sum())}
+                      "f1": float(f1_score(present[:, index], predicted, zero_division=0)),
+                      "positives": int(present[:, index].sum())}
     aucs = [row["auc"] for row in rows.values() if not np.isnan(row["auc"])]
     return {"macro_auc": float(np.mean(aucs)) if aucs else float("nan"),
             "macro_f1": float(np.mean([row["f1"] for row in rows.values()])), "per_observation": rows}
