@@ -46,22 +46,21 @@ def classifier():
 @pytest.fixture(scope="module")
 def mined(phantoms, classifier):
     """Regions and summary of the train split mined with the defaults (every observation of the model), and the
-    logit each CAM targeted (grad-cam's `ClassifierOutputTarget`, recorded)."""
-    import pytorch_grad_cam.utils.model_targets as model_targets
+    logit each CAM targeted (what `multi_target_cams` was asked for, image by image, recorded)."""
+    import amrg.memory.mining as mining
 
     targeted = []
-    original = model_targets.ClassifierOutputTarget
+    original = mining.multi_target_cams
 
-    class RecordingTarget(original):
-        def __init__(self, category: int) -> None:
-            targeted.append(category)
-            super().__init__(category)
+    def recording(cam, images, targets):
+        targeted.extend(index for per_image in targets for index in per_image)
+        return original(cam, images, targets)
 
-    model_targets.ClassifierOutputTarget = RecordingTarget
+    mining.multi_target_cams = recording
     try:
         regions, summary = mine_regions(classifier, phantoms[1]["train"], tau=0.0, top_k=3, patch_size=8)
     finally:
-        model_targets.ClassifierOutputTarget = original
+        mining.multi_target_cams = original
     return regions, summary, targeted
 
 

@@ -110,6 +110,53 @@ def frontal_cam(model: AmrgForDiseaseClassification, cam_method: str = "gradcam"
                                   reshape_transform=lambda t: t.permute(0, 3, 1, 2))
 
 
+def multi_target_cams(cam, images: torch.Tensor, targets: list[list[int]]) -> list[list[np.ndarray]]:
+    """The CAMs of several logits of each image, from one forward pass: `targets[b]` are the logit indices of image
+    `b`; returns `maps[b][k]`, the map of `targets[b][k]`, equal to what `cam(input_tensor=..., targets=[
+    ClassifierOutputTarget(c)])` gives for that one pair (tested).
+
+    The library runs one forward pass and one full backward pass per (image, target) pair, the backward down through
+    the whole Swin into every weight. The map needs only the gradient of the logit at the CAM layer, so here each
+    image goes forward once and each of its targets costs a `torch.autograd.grad` down to that layer (the Q-Former
+    and classifier above it); the CAM itself is the library's (`get_cam_image`, `scale_cam_image`), so every method
+    keeps its weighting."""
+    from pytorch_grad_cam.utils.image import scale_cam_image
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    if len(cam.target_layers) != 1:
+        raise ValueError("multi_target_cams supports one target layer")
+    layer = cam.target_layers[0]
+    captured: dict[str, torch.Tensor] = {}
+    handle = layer.register_forward_hook(lambda module, inputs, output: captured.__setitem__("output", output))
+    try:
+        with torch.enable_grad():
+            logits = cam.activations_and_grads(images)  # the library's forward (its hooks record as usual)
+    finally:
+        handle.remove()
+    activations = captured["output"]
+    to_nchw = cam.reshape_transform or (lambda tensor: tensor)
+    activations_np = to_nchw(activations).detach().cpu().numpy()
+    size = cam.get_target_width_height(images)
+    maps: list[list[np.ndarray | None]] = [[None] * len(chosen) for chosen in targets]
+    for round_ in range(max((len(chosen) for chosen in targets), default=0)):
+        rows = [b for b, chosen in enumerate(targets) if len(chosen) > round_]
+        categories = [targets[b][round_] for b in rows]
+        grads_np = None
+        if cam.uses_gradients:
+            loss = logits[rows, categories].sum()  # ClassifierOutputTarget: the logit of the category, summed
+            grads = torch.autograd.grad(loss, activations, retain_graph=True)[0]
+            grads_np = to_nchw(grads).detach().cpu().numpy()[rows]
+        image = cam.get_cam_image(images[rows], layer, [ClassifierOutputTarget(c) for c in categories],
+                                  activations_np[rows], grads_np, False)
+        # `compute_cam_per_layer` and `aggregate_multi_layers` of the library, for one layer.
+        scaled = scale_cam_image(np.maximum(image, 0), size)
+        result = scale_cam_image(np.mean(np.maximum(scaled[:, None, :], 0), axis=1))
+        for row, b in enumerate(rows):
+            maps[b][round_] = result[row]
+    cam.activations_and_grads.clear()
+    return maps  # type: ignore[return-value]
+
+
 def mining_targets(observation_names: Sequence[str], observations: Sequence[str] | None = None
                    ) -> list[tuple[str, int, int]]:
     """`(name, logit index, dataset label column)` of each observation to mine, in the model's order.
@@ -157,11 +204,11 @@ def mine_regions(
     order).
 
     The model runs where it is (move it to the device first); `autocast_dtype` (e.g. `torch.bfloat16`) runs its
-    forward under autocast. `observations` are the model's observations to mine (default: every one of
+    forward under autocast. `batch_size` images go forward together, each once for all its positive observations
+    (`multi_target_cams`). `observations` are the model's observations to mine (default: every one of
     `model.config.observation_names`, "No Finding" included; see `mining_targets`). Returns the regions and a
     summary: the observations mined, counts, throughput (study-observation pairs per second) and, when ground-truth
     `masks` `{(study_id, observation): bool (H, W)}` are given, how often kept patches hit them against chance."""
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     if split != TRAIN_SPLIT and not allow_non_train:
         raise ValueError(f"mining on the {split!r} split is refused: banks must come from training data "
                          "(pass allow_non_train=True / --allow-non-train to override; it is recorded)")
@@ -180,19 +227,25 @@ def mine_regions(
     hits, chance, scored = 0.0, 0.0, 0
     overlays = []
     start = time.perf_counter()
-    with frontal_cam(model, cam_method) as cam:
-        for first in tqdm(range(0, len(pairs), batch_size), desc=f"mining ({cam_method})"):
-            chunk = pairs[first:first + batch_size]
-            studies = sorted({i for i, _, _ in chunk})
+    # Pairs grouped by study (their order is study-major already): each image goes forward once for all its targets.
+    by_study: dict[int, list[tuple[int, str, int]]] = {}
+    for pair in pairs:
+        by_study.setdefault(pair[0], []).append(pair)
+    studies_in_order = list(by_study)
+    with frontal_cam(model, cam_method) as cam, tqdm(total=len(pairs), desc=f"mining ({cam_method})") as progress:
+        for first in range(0, len(studies_in_order), batch_size):
+            studies = studies_in_order[first:first + batch_size]
             images = {i: processor.preprocess_view(rows[i]["images"][0]) for i in studies}
-            batch = torch.stack([images[i] for i, _, _ in chunk])
+            batch = torch.stack([images[i] for i in studies])
             # Autocast rather than casting the weights: grad-cam reads activations and gradients as numpy arrays,
             # which have no bfloat16 (the final LayerNorm, the CAM's target layer, runs in fp32 under autocast).
             with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
                                 enabled=autocast_dtype is not None):
-                maps = cam(input_tensor=batch.to(device),
-                           targets=[ClassifierOutputTarget(index) for _, _, index in chunk])
-            for (i, observation, index), cam_map in zip(chunk, maps):
+                maps = multi_target_cams(cam, batch.to(device), [[index for _, _, index in by_study[i]]
+                                                                 for i in studies])
+            chunk = [pair for i in studies for pair in by_study[i]]
+            progress.update(len(chunk))
+            for (i, observation, index), cam_map in zip(chunk, (m for per_image in maps for m in per_image)):
                 study = rows[i]["id"]
                 patches, scores = select_patches(cam_map, patch_size, tau, top_k)
                 if patches:
