@@ -19,6 +19,7 @@ from amrg.hub.loading import load_model_folder
 from amrg.hub.loading import logger as loading_logger
 from amrg.hub.presets import build_tiny_model
 from amrg.hub.push import push_model_folder
+from amrg.hub.quantization import QUANTIZATIONS, quantization_config
 from modeling_amrg import AMRG_PRESETS
 from modeling_amrg.image_processing_amrg import logger as image_logger
 
@@ -123,8 +124,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     # Warnings (a uniform image, weights loaded with --allow-missing-weights) go to stderr as they happen, and into
     # the `warnings` of --json.
     with _collect_warnings(loading_logger, image_logger) as warnings:
-        model, processor = load_model_folder(args.model, allow_missing_weights=args.allow_missing_weights,
-                                             **({"dtype": dtype} if dtype is not None else {}))
+        loading = {"dtype": dtype} if dtype is not None else {}
+        if args.quantize is not None:
+            loading["quantization_config"] = quantization_config(args.quantize)
+        model, processor = load_model_folder(args.model, allow_missing_weights=args.allow_missing_weights, **loading)
         model.to(device)
         inputs = processor(images=[list(args.images)]).to(device)  # unreadable images fail here, before generation
     prompt_length = inputs["input_ids"].shape[1]
@@ -191,6 +194,9 @@ def add_model_commands(subparsers) -> None:
                           help="load weights that do not match the configuration (missing or other-shape tensors "
                           "get random values; a warning): for debugging, never for a real report")
     add_device_options(generate, "load the model in this dtype (default: as saved, e.g. a bf16 LLM stays bf16)")
+    generate.add_argument("--quantize", choices=QUANTIZATIONS,
+                          help="quantise the LLM's linear layers on loading (torchao int8 weight-only; the disease "
+                               "encoder, memories and projections stay in floating point)")
 
     push = add_command(subparsers, "push",
                        "upload a model folder to the Hugging Face Hub (needs network and a token)", _cmd_push)

@@ -60,6 +60,14 @@ def register_local_classes() -> None:
     _REGISTERED = True
 
 
+def _plain(tensor: torch.Tensor) -> torch.Tensor:
+    """A quantised weight (a torchao tensor subclass, `quantization_config`) as the float values it stands for: such
+    subclasses implement few operators, `isfinite` not among them."""
+    if type(tensor) is not torch.Tensor and hasattr(tensor, "dequantize"):
+        return tensor.dequantize()
+    return tensor
+
+
 def load_model_folder(
     path: str | os.PathLike, allow_missing_weights: bool = False, **model_kwargs: Any
 ) -> tuple[AmrgForConditionalGeneration, AmrgProcessor]:
@@ -272,7 +280,8 @@ def _load_weights(model_class: type, folder: str, allow_missing_weights: bool, c
         logger.warning("%s; loaded anyway (allow_missing_weights): missing and other-shape tensors hold random "
                        "values, the others are ignored", message)
     not_finite = [name for name, tensor in model.state_dict().items()
-                  if tensor.is_floating_point() and not tensor.is_meta and not bool(torch.isfinite(tensor).all())]
+                  if tensor.is_floating_point() and not tensor.is_meta
+                  and not bool(torch.isfinite(_plain(tensor)).all())]
     if not_finite:
         raise ValueError(f"{file} holds NaN or infinite values in {_tensors(not_finite)} ({_names(not_finite)})")
     return model

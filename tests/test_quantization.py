@@ -1,0 +1,49 @@
+"""Quantised inference: the generator loads with a transformers quantisation config (torchao int8 weight-only); only
+the LLM's linear layers are quantised, the disease encoder, memories and projections stay float, and the report
+and probabilities come out as from the float model."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from conftest import random_banks, synthetic_radiograph
+from PIL import Image
+
+from amrg.cli import main
+from amrg.hub.export import save_model_folder
+from amrg.hub.loading import load_model_folder
+from amrg.hub.presets import build_tiny_model
+from amrg.hub.quantization import NOT_QUANTIZED, quantization_config, weight_bytes
+
+
+def _quantised(module) -> list[str]:
+    return [name for name, parameter in module.named_parameters() if type(parameter.data) is not torch.Tensor]
+
+
+def test_int8_quantises_the_llm_only_and_keeps_the_outputs(tmp_path, capsys):
+    model, processor = build_tiny_model(seed=0)
+    model.set_memory_banks(**random_banks(model.config))
+    save_model_folder(model, processor, tmp_path / "model")
+    model.eval()
+    quantised, _ = load_model_folder(tmp_path / "model", quantization_config=quantization_config("int8"))
+    names = _quantised(quantised)
+    assert names and all(name.startswith("language_model.") and name.endswith("proj.weight")
+                         or name == "language_model.lm_head.weight" for name in names)
+    assert not any(name.startswith(NOT_QUANTIZED) for name in names)  # what the method adds stays float
+    assert weight_bytes(quantised.language_model) < 0.6 * weight_bytes(model.language_model)
+    inputs = processor(images=[[synthetic_radiograph(1)], [synthetic_radiograph(2)]])
+    with torch.no_grad():
+        reference, result = model(**inputs), quantised(**inputs)
+        torch.testing.assert_close(result.disease_logits, reference.disease_logits, rtol=0, atol=0)
+        scale = float(reference.logits.abs().max())
+        assert float((result.logits - reference.logits).abs().max()) < 0.05 * scale
+        assert quantised.generate(**inputs, max_new_tokens=6, min_new_tokens=6, num_beams=3).shape[1] == \
+            inputs["input_ids"].shape[1] + 6
+    image = tmp_path / "frontal.png"
+    Image.fromarray(synthetic_radiograph(3)).save(image)
+    capsys.readouterr()
+    assert main(["generate", "--model", str(tmp_path / "model"), str(image), "--quantize", "int8", "--json",
+                 "--max-new-tokens", "5"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert isinstance(printed["report"], str) and len(printed["probabilities"]) == 14
