@@ -11,11 +11,17 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from transformers.utils import logging as hf_logging
 
-from amrg.cli.data_commands import add_data_commands
-from amrg.cli.model_commands import add_model_commands
-from amrg.cli.train_commands import add_train_commands
+# transformers imports torchao (for `--quantize`) whenever it is installed, and torchao 0.18 registers enums with
+# torch's pytree in a way torch 2.14 deprecates: two warnings on every command's start that a user can do nothing
+# about. Only that logger is quieted, and only for the command line.
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+
+from transformers.utils import logging as hf_logging  # noqa: E402 - after the logger above
+
+from amrg.cli.data_commands import add_data_commands  # noqa: E402
+from amrg.cli.model_commands import add_model_commands  # noqa: E402
+from amrg.cli.train_commands import add_train_commands  # noqa: E402
 
 
 # The errors this project raises on purpose with a message meant for the user.
