@@ -292,7 +292,8 @@ def write_plots(out: Path, results: dict) -> None:
         axis.bar(x + 0.2, bleu, 0.4, label="BLEU-4")
         axis.set_xticks(x, labels, rotation=45, ha="right", fontsize=7)
         axis.set_title(title)
-        axis.legend(fontsize=7)
+        axis.set_ylim(0, 1)  # headroom above the bars: the legend never covers one
+        axis.legend(fontsize=7, loc="upper right", ncols=2)
         figure.tight_layout()
         name = title.split(" (")[0].lower().replace(" ", "_").replace("/", "_")
         figure.savefig(out / f"{name}.png", dpi=110)
