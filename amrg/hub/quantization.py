@@ -4,13 +4,15 @@ point.
 
 Only the LLM is worth quantising: it is 6.7 B of the paper model's 7 B parameters. The disease encoder (whose
 probabilities the report is read against), both Hopfield memories with their banks and the projections to the LLM
-width stay in their float dtype (`NOT_QUANTIZED`): the memories' retrieval is a softmax
-over bank similarities that int8 rounding would flatten, and they are a few percent of the weights.
+width stay in their float dtype (`NOT_QUANTIZED`): the memories' retrieval is a sharp softmax over bank
+similarities, sensitive to rounding, and together they are a few percent of the weights.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from torch import nn
 
 
 QUANTIZATIONS = ("int8",)
@@ -31,7 +33,7 @@ def quantization_config(kind: str | None) -> Any:
     return TorchAoConfig(Int8WeightOnlyConfig(), modules_to_not_convert=list(NOT_QUANTIZED))
 
 
-def weight_bytes(module) -> int:
+def weight_bytes(module: nn.Module) -> int:
     """Bytes held by `module`'s parameters, quantised ones counted by what they store (int8 data and scales)."""
     total = 0
     for parameter in module.parameters():
