@@ -659,8 +659,8 @@ class AmrgForConditionalGeneration(AmrgPreTrainedModel, GenerationMixin):
         weight = memory.key_proj.weight if memory is not None else None
         if weight is None or weight.is_meta or weight.shape != (memory.key_proj.out_features, rows.shape[1]):
             return  # a disabled memory, or weights not materialised here (meta device, ZeRO-3 shards)
-        keys = memory.key_norm(memory.key_proj(rows.to(memory.key_proj.weight.dtype)))
-        values = memory.value_proj(rows.to(memory.value_proj.weight.dtype)) if hasattr(memory, "value_proj") else keys
+        keys, values = memory._project(rows)  # what retrieval will use, without keeping it (not the model's bank yet)
+        values = keys if values is None else values
         if not (bool(torch.isfinite(keys).all()) and bool(torch.isfinite(values).all())):
             raise ValueError(
                 f"`{name}.embeddings` overflow in the Hopfield projection ({memory.key_proj.weight.dtype}): values up "

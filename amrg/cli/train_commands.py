@@ -126,6 +126,8 @@ def _cmd_mine(args: argparse.Namespace) -> int:
     existing = [str(path) for path in (output, summary_path(output)) if path.exists()]
     if existing and not args.overwrite:
         raise ValueError(f"--output {args.output} exists ({', '.join(existing)}): pass --overwrite to replace it")
+    # Every cheap check of the command line before the model and the data are loaded.
+    device = resolve_device(args.device)
     model = load_disease_classifier(_model_folder(args.stage1, "--stage1"))
     image_size = model.config.vision_config.image_size
     if image_size % args.patch_size:
@@ -136,7 +138,7 @@ def _cmd_mine(args: argparse.Namespace) -> int:
     if not observations:
         raise ValueError("--skip-no-finding: the stage-1 model has no observation but \"No Finding\", nothing to mine")
     rows = _split(_dataset(args), args.split, "--split")
-    model.to(resolve_device(args.device))
+    model.to(device)
     # The overlays folder is staged and locked for the whole run: a second run into the same --output fails at once.
     with staged_folder(overlays, overwrite=args.overwrite) as staging:
         regions, summary = mine_regions(model, rows, split=args.split, cam_method=args.cam_method, tau=args.tau,

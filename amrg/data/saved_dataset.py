@@ -25,7 +25,7 @@ from pathlib import Path
 
 from datasets import DatasetDict, Features, Image, List, Value, load_from_disk
 
-from amrg.data.loading import DATASET_CLEANERS, FEATURES, DataError
+from amrg.data.loading import DATASET_CLEANERS, FEATURES, DataError, _listing
 from amrg.fileio import staged_folder
 
 
@@ -36,7 +36,6 @@ FORMAT = "amrg-dataset"
 FORMAT_VERSION = 1
 # What is stored: every column of `FEATURES` but the decoded images (rebuilt from the relative paths on loading).
 SAVED_FEATURES = Features({name: feature for name, feature in FEATURES.items() if name != "images"})
-_SHOWN = 10
 
 
 def _package_version() -> str:
@@ -149,8 +148,6 @@ def load_saved_dataset(
                         f"manifest records {recorded}: it was changed after `amrg data` wrote it")
     result = {}
     for split, part in stored.items():
-        if part._indices is not None:  # `_with_images` reads the Arrow table directly
-            part = part.flatten_indices()
         if part.features != SAVED_FEATURES:
             raise DataError(f"saved dataset {folder}, split {split!r}: columns {sorted(part.features)} are not those "
                             f"this version writes ({sorted(SAVED_FEATURES)})")
@@ -163,14 +160,14 @@ def _with_images(part, root: Path, folder: Path, split: str, missing_images: str
     is there. The new columns are added beside the memory-mapped ones (`add_column`), so only the paths are held in
     memory, not the reports."""
     # Read from the Arrow table in one piece: iterating `part["id"]` formats row by row (2 s per 10,000 studies).
+    # `load_from_disk` gives no indices mapping (`save_to_disk` writes the selected rows), so the table is the rows.
     ids = part.data.column("id").to_pylist()
     absolute = [[str(root / relative) for relative in paths] for paths in part.data.column("image_paths").to_pylist()]
     missing = [(study, path) for study, paths in zip(ids, absolute) for path in paths if not os.path.isfile(path)]
     if missing and missing_images == "error":
-        shown = ", ".join(f"{path} (study {study})" for study, path in missing[:_SHOWN])
+        shown = _listing([f"{path} (study {study})" for study, path in missing])
         raise DataError(f"saved dataset {folder}, split {split!r}: {len(missing)} image files are missing under "
-                        f"{root}: {shown}" + (" ..." if len(missing) > _SHOWN else "")
-                        + " (give the images' root with --image-root, or --drop-missing-images)")
+                        f"{root}: {shown} (give the images' root with --image-root, or --drop-missing-images)")
     keep = None
     if missing:
         dropped = {study for study, _ in missing}

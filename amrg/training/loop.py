@@ -167,6 +167,12 @@ def data_fingerprint(dataset) -> dict:
     return fingerprint
 
 
+def data_record(dataset, source: dict | None = None) -> dict:
+    """What a run records of its data: where it was read from (`source`, the command line's data options) and its
+    `data_fingerprint`."""
+    return {**(source or {}), "fingerprint": data_fingerprint(dataset)}
+
+
 def save_run_config(output_dir: Path, stage: str, arguments: dict) -> None:
     """The run's full configuration, seed and software versions, next to its outputs."""
     write_json(output_dir / f"{stage}_run_config.json", {

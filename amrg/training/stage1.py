@@ -21,7 +21,7 @@ from amrg.training.loop import (
     arguments_dict,
     check_processes_agree,
     check_splits,
-    data_fingerprint,
+    data_record,
     effective_setup,
     fit,
     make_accelerator,
@@ -96,7 +96,7 @@ def train_stage1(args: TrainArguments, dataset, config: AmrgConfig, init_from: s
     label_columns(config.observation_names)  # refused before the output folder is taken: no label column to train
     output_dir = Path(args.output_dir)
     accelerator = make_accelerator(args)
-    data = {**(data_source or {}), "fingerprint": data_fingerprint(dataset)}
+    data = data_record(dataset, data_source)
     check_processes_agree(accelerator, {"arguments": arguments_dict(args), "init_from": init_from,
                                         "data": data["fingerprint"], "config": config.to_json_string()})
     best = BestModel([output_dir / "best"])

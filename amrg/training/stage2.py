@@ -28,7 +28,7 @@ from amrg.training.loop import (
     arguments_dict,
     check_processes_agree,
     check_splits,
-    data_fingerprint,
+    data_record,
     effective_setup,
     fit,
     make_accelerator,
@@ -129,7 +129,7 @@ def train_stage2(
     output_dir = Path(args.output_dir)
     generation_config = generation_config or validation_generation_config(model)
     accelerator = make_accelerator(args)
-    data = {**(data_source or {}), "fingerprint": data_fingerprint(dataset)}
+    data = data_record(dataset, data_source)
     check_processes_agree(accelerator, {"arguments": arguments_dict(args), "lora": lora,
                                         "precompute_image_features": precompute_image_features,
                                         "validation_interval": validation_interval,
