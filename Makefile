@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test demo demo-iu-xray experiments clean
+.PHONY: install browser test demo demo-iu-xray experiments clean
 
 # torch/torchvision first and pinned: PyPI's torchvision does not import beside other torch builds, and a later
 # unpinned install would silently replace torch (DESIGN.md section 5).
@@ -20,7 +20,12 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 install: $(VENV)/.installed
 
-test: install
+# The web demo's test drives a real headless Chromium: Debian's package (apt, as root, as on CI and this machine);
+# playwright's own browser download is never used.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+
+test: install browser
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 demo: install

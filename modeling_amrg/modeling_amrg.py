@@ -69,7 +69,10 @@ def merge_image_features(
     input_ids: torch.Tensor, inputs_embeds: torch.Tensor, image_features: torch.Tensor, image_token_id: int
 ) -> torch.Tensor:
     """Eq. 10's input assembly: the image placeholder positions of each prompt receive that study's
-    `[F, Q_f, F']` embeddings (in order), the rest keeps the prompt's token embeddings."""
+    `[F, Q_f, F']` embeddings (in order), the rest keeps the prompt's token embeddings.
+
+    With a device map (`device_map="auto"`) the image side and the LLM's embeddings may sit on different devices: the
+    placeholder mask and the features are moved to the embeddings' device and dtype."""
     mask = input_ids == image_token_id
     per_row = mask.sum(dim=1)
     expected = image_features.shape[1]
@@ -78,8 +81,8 @@ def merge_image_features(
             f"Image features and image tokens do not match: tokens per row {per_row.tolist()}, features "
             f"{tuple(image_features.shape[:2])} (studies, tokens per study)"
         )
-    expanded = mask.unsqueeze(-1).expand_as(inputs_embeds)
-    return inputs_embeds.masked_scatter(expanded, image_features.to(inputs_embeds.dtype))
+    expanded = mask.to(inputs_embeds.device).unsqueeze(-1).expand_as(inputs_embeds)
+    return inputs_embeds.masked_scatter(expanded, image_features.to(inputs_embeds.device, inputs_embeds.dtype))
 
 
 def autoregressive_report_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -182,6 +185,21 @@ class AmrgCausalLMOutputWithPast(CausalLMOutputWithPast):
 _TWO_IMAGE_INPUTS = "pass `pixel_values` (or `disease_encoder_outputs`) or `mm_encoder_outputs`, not both"
 
 
+# Attention implementations of the LLM that the Q-Former (transformers' Blip2QFormerModel) does not support: it runs
+# in float32, where flash kernels do not dispatch, so it takes SDPA instead.
+_QFORMER_FALLBACK = "sdpa"
+
+
+def attention_per_module(implementation: str) -> dict[str, str]:
+    """An `attn_implementation` string as the per-sub-configuration dict transformers 5 accepts: the LLM
+    (`text_config`) gets `implementation` as given (transformers checks that the LLM class supports it and that its
+    kernels are installed, with its own error), and the Q-Former gets it too where Blip2QFormerModel supports it
+    (eager, sdpa, flex_attention), else SDPA. The vision tower (timm) and the Hopfield memories have their own
+    attention and no such option."""
+    qformer = implementation if implementation in ("eager", "sdpa", "flex_attention") else _QFORMER_FALLBACK
+    return {"": implementation, "text_config": implementation, "qformer_config": qformer}
+
+
 class AmrgPreTrainedModel(PreTrainedModel):
     """Weight initialisation and shared attributes of the AM-MRG models."""
 
@@ -191,7 +209,13 @@ class AmrgPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["AmrgDiseaseEncoder", "AmrgHopfieldMemory", "AmrgMemoryBank"]
     _skip_keys_device_placement = "cache"
+    # Attention strings (`attn_implementation="flex_attention"`, `"flash_attention_2"`...) are the LLM's: the model
+    # declares what the LLM may support, transformers checks the LLM class itself when it is built, and the Q-Former
+    # gets the closest implementation it supports (`attention_per_module`).
     _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
 
     @classmethod
     def from_pretrained(
@@ -199,7 +223,11 @@ class AmrgPreTrainedModel(PreTrainedModel):
     ) -> PreTrainedModel:
         """`PreTrainedModel.from_pretrained`, where an explicit `dtype` (or `torch_dtype`) other than `"auto"` also
         applies to the LLM: the LLM dtype recorded in `config.language_model_dtype` is then ignored. With no `dtype`
-        or `dtype="auto"` the saved mix comes back (e.g. a bfloat16 LLM beside a float32 image side)."""
+        or `dtype="auto"` the saved mix comes back (e.g. a bfloat16 LLM beside a float32 image side).
+
+        An `attn_implementation` string applies to the LLM; see `attention_per_module` for the other modules."""
+        if isinstance(kwargs.get("attn_implementation"), str):
+            kwargs["attn_implementation"] = attention_per_module(kwargs["attn_implementation"])
         if _explicit_dtype(kwargs):
             config = kwargs.get("config")
             if isinstance(config, PretrainedConfig):
@@ -213,7 +241,10 @@ class AmrgPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def _from_config(cls, config: AmrgConfig, **kwargs: Any) -> PreTrainedModel:
-        """`from_config` with an explicit `dtype` builds the whole model, LLM included, in that dtype."""
+        """`from_config` with an explicit `dtype` builds the whole model, LLM included, in that dtype; an
+        `attn_implementation` string is read as in `from_pretrained`."""
+        if isinstance(kwargs.get("attn_implementation"), str):
+            kwargs["attn_implementation"] = attention_per_module(kwargs["attn_implementation"])
         if _explicit_dtype(kwargs) and getattr(config, "language_model_dtype", None) is not None:
             config = copy.deepcopy(config)
             config.language_model_dtype = None

@@ -21,6 +21,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402 - after the l
 
 from amrg.cli.data_commands import add_data_commands  # noqa: E402
 from amrg.cli.model_commands import add_model_commands  # noqa: E402
+from amrg.cli.serve_command import add_serve_command  # noqa: E402
 from amrg.cli.train_commands import add_train_commands  # noqa: E402
 
 
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_model_commands(commands)
     add_data_commands(commands)
+    add_serve_command(commands)
     train = commands.add_parser("train", help="training steps (also `python train.py STEP`)",
                                 description=TRAIN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_commands(train.add_subparsers(dest="step", required=True, metavar="STEP"))
