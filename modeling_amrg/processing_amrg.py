@@ -24,6 +24,23 @@ IMAGE_TOKEN = "<image>"
 DEFAULT_PROMPT_TEMPLATE = "Human: <Img>{image}</Img> {prompt} \nAssistant:"
 
 
+def chat_template_from(prompt_template: str, image_token: str = IMAGE_TOKEN) -> str:
+    """The Jinja chat template that renders `prompt_template` (`{image}`, `{prompt}`) for transformers' message
+    format: the last user message's text parts are the instruction, its image goes where `{image}` is (one image
+    token; the processor expands it to the study's placeholders). The template's own text is kept verbatim
+    (`{% raw %}`), whatever characters it holds."""
+    def literal(text: str) -> str:
+        return "{{ instruction }}".join(f"{{% raw %}}{piece}{{% endraw %}}" if piece else ""
+                                        for piece in text.split("{prompt}"))
+
+    before, after = prompt_template.split("{image}")
+    select = ("{%- set user = (messages | selectattr('role', 'equalto', 'user') | list)[-1] -%}"
+              "{%- if user['content'] is string -%}{%- set instruction = user['content'] -%}{%- else -%}"
+              "{%- set instruction = user['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') "
+              "| join(' ') -%}{%- endif -%}")
+    return select + literal(before) + f"{{% raw %}}{image_token}{{% endraw %}}" + literal(after)
+
+
 class AmrgProcessor(ProcessorMixin):
     r"""
     Builds AM-MRG inputs: `pixel_values` and `view_mask` from the image processor, and `input_ids` /
@@ -39,6 +56,8 @@ class AmrgProcessor(ProcessorMixin):
         prompt_template (`str`, *optional*): must contain `{image}` and `{prompt}` once each.
         generation_prompt (`str`, *optional*): the instruction of the paper's section III-D.
         image_token (`str`, *optional*, defaults to `"<image>"`): the placeholder token.
+        chat_template (`str`, *optional*): a Jinja chat template; by default the one that renders `prompt_template`
+            (`chat_template_from`). `processor.apply_chat_template(messages)` then gives the prompt's text.
     """
 
     def __init__(
@@ -67,7 +86,8 @@ class AmrgProcessor(ProcessorMixin):
         self.prompt_template = prompt_template
         self.generation_prompt = generation_prompt
         self.image_token = image_token
-        super().__init__(image_processor, tokenizer, chat_template=chat_template)
+        super().__init__(image_processor, tokenizer,
+                         chat_template=chat_template or chat_template_from(prompt_template, image_token))
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(image_token)
         if self.image_token_id is None or self.image_token_id == self.tokenizer.unk_token_id:
             raise ValueError(f"the tokenizer does not know the image token {image_token!r}; add it as a special token")
@@ -77,13 +97,26 @@ class AmrgProcessor(ProcessorMixin):
         return ["input_ids", "attention_mask", "pixel_values", "view_mask"]
 
     def prompt_ids(self, prompt: str | None = None) -> list[int]:
-        """Token ids of one study's prompt: BOS, the template's text around `num_image_tokens` placeholders."""
-        before, after = self.prompt_template.split("{image}")
-        before = before.replace("{prompt}", prompt or self.generation_prompt)
-        after = after.replace("{prompt}", prompt or self.generation_prompt)
+        """Token ids of one study's prompt: BOS, then the chat template rendered for the instruction `prompt` (default
+        `generation_prompt`) with `num_image_tokens` placeholders where the template puts the image.
+
+        The text on each side of the placeholders is tokenized on its own, so the ids do not depend on how a
+        tokenizer merges text across a special token."""
+        rendered = self.render_prompt(prompt)
+        if rendered.count(self.image_token) != 1:
+            raise ValueError(f"the chat template must place the image token {self.image_token!r} once, rendered "
+                             f"{rendered!r}")
+        before, after = rendered.split(self.image_token)
         encode = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []  # noqa: E731
         bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
         return bos + encode(before) + [self.image_token_id] * self.num_image_tokens + encode(after)
+
+    def render_prompt(self, prompt: str | None = None) -> str:
+        """One study's prompt as text, with one image token where the image embeddings go: the processor's chat
+        template applied to a user message of one image and the instruction (transformers' message format)."""
+        messages = [{"role": "user", "content": [{"type": "image"},
+                                                  {"type": "text", "text": prompt or self.generation_prompt}]}]
+        return self.apply_chat_template(messages, tokenize=False)
 
     def __call__(
         self,
@@ -135,25 +168,20 @@ class AmrgProcessor(ProcessorMixin):
             ids = self.prompt_ids(prompt)
             labels = [IGNORE_INDEX] * len(ids)
             if report is not None:
-                report_ids = self.tokenizer(report, add_special_tokens=False)["input_ids"]
-                if max_report_tokens is not None:
-                    report_ids = report_ids[:max_report_tokens]
+                truncation = ({"truncation": True, "max_length": max_report_tokens}
+                              if max_report_tokens is not None else {})
+                report_ids = self.tokenizer(report, add_special_tokens=False, **truncation)["input_ids"]
                 report_ids = report_ids + [self.tokenizer.eos_token_id]
                 ids, labels = ids + report_ids, labels + report_ids
             sequences.append(ids)
             label_rows.append(labels)
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
+        if self.tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token; set `tokenizer.pad_token` before batching")
-        length = max(len(ids) for ids in sequences)
-        input_ids = torch.full((batch, length), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros(batch, length, dtype=torch.long)
-        labels = torch.full((batch, length), IGNORE_INDEX, dtype=torch.long)
-        for row, (ids, lab) in enumerate(zip(sequences, label_rows)):
-            span = slice(length - len(ids), length) if side == "left" else slice(0, len(ids))
-            input_ids[row, span] = torch.tensor(ids)
-            attention_mask[row, span] = 1
-            labels[row, span] = torch.tensor(lab)
+        padded = self.tokenizer.pad({"input_ids": sequences}, padding_side=side, return_tensors="pt")
+        input_ids, attention_mask = padded["input_ids"], padded["attention_mask"]
+        # The labels pad the same way (their own values are never the pad id's concern); padding is then -100.
+        labels = self.tokenizer.pad({"input_ids": label_rows}, padding_side=side, return_tensors="pt")["input_ids"]
+        labels[attention_mask == 0] = IGNORE_INDEX
         data = {"input_ids": input_ids, "attention_mask": attention_mask}
         if reports is not None:
             data["labels"] = labels
@@ -203,4 +231,4 @@ class AmrgProcessor(ProcessorMixin):
         return REPORT_CLEANERS[dataset](report)
 
 
-__all__ = ["AmrgProcessor", "DEFAULT_PROMPT_TEMPLATE", "IGNORE_INDEX", "IMAGE_TOKEN"]
+__all__ = ["AmrgProcessor", "DEFAULT_PROMPT_TEMPLATE", "IGNORE_INDEX", "IMAGE_TOKEN", "chat_template_from"]

@@ -149,6 +149,31 @@ def test_processor_save_and_load(tmp_path, tiny):
     assert loaded.prompt_ids() == processor.prompt_ids()
 
 
+def test_chat_template_renders_the_prompt_template(tmp_path, tiny):
+    processor = tiny[1]
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the film."}]}]
+    expected = processor.prompt_template.format(image=processor.image_token, prompt="Describe the film.")
+    assert processor.apply_chat_template(messages, tokenize=False) == expected
+    # The ids are the template's text around the placeholders, each side tokenized on its own.
+    before, after = processor.prompt_template.format(image="\0", prompt="Describe the film.").split("\0")
+    encode = lambda text: processor.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    assert processor.prompt_ids("Describe the film.") == ([processor.tokenizer.bos_token_id] + encode(before)
+                                                          + [processor.image_token_id] * processor.num_image_tokens
+                                                          + encode(after))
+    # The template travels with the processor; a user's own template changes the prompt.
+    processor.save_pretrained(tmp_path)
+    register_local_classes()
+    assert AmrgProcessor.from_pretrained(tmp_path).chat_template == processor.chat_template
+    custom = AmrgProcessor(processor.image_processor, processor.tokenizer, processor.num_image_tokens,
+                           chat_template="{{ messages[0]['content'][1]['text'] }} <image> Report:")
+    assert custom.render_prompt("Look.") == "Look. <image> Report:"
+    assert custom.prompt_ids("Look.").count(custom.image_token_id) == custom.num_image_tokens
+    no_image = AmrgProcessor(processor.image_processor, processor.tokenizer, processor.num_image_tokens,
+                             chat_template="{{ messages[0]['content'][1]['text'] }}")
+    with pytest.raises(ValueError, match="image token"):
+        no_image.prompt_ids()
+
+
 def test_processor_rejects_a_tokenizer_without_image_token(tiny):
     tokenizer = train_report_tokenizer(["the lungs are clear."] * 10, vocab_size=300)
     tokenizer_without = type(tokenizer)(tokenizer_object=tokenizer.backend_tokenizer, unk_token="<unk>")
@@ -200,3 +225,17 @@ def test_mimic_cxr_cleaning_is_pinned():
     assert clean_report_mimic_cxr(raw) == expected
     with pytest.raises(TypeError, match="report"):
         clean_report_mimic_cxr(None)
+
+
+def test_normalisation_comes_from_timms_data_config():
+    from timm.data import resolve_data_config
+    from timm.models import get_pretrained_cfg
+
+    from amrg.hub.presets import vision_normalisation
+
+    # A checkpoint normalised with other statistics than ImageNet's: its processor must use them.
+    clip = resolve_data_config(pretrained_cfg=get_pretrained_cfg("vit_base_patch16_clip_224").to_dict())
+    assert clip["mean"] != (0.485, 0.456, 0.406)
+    assert vision_normalisation("vit_base_patch16_clip_224") == {"image_mean": clip["mean"], "image_std": clip["std"]}
+    assert vision_normalisation("swin_base_patch4_window7_224")["image_mean"] == (0.485, 0.456, 0.406)
+    assert vision_normalisation("not_a_timm_architecture") == {}

@@ -20,10 +20,26 @@ def tiny_config(tokenizer: PreTrainedTokenizerBase, **overrides) -> AmrgConfig:
     return config
 
 
+def vision_normalisation(timm_model_name: str) -> dict[str, tuple[float, ...]]:
+    """`image_mean`/`image_std` of the vision tower's pretrained weights, from timm's data config of that
+    architecture (read from timm's registry, no download); {} for an architecture timm has no pretrained
+    configuration for, which keeps the image processor's ImageNet defaults."""
+    from timm.data import resolve_data_config
+    from timm.models import get_pretrained_cfg
+
+    pretrained = get_pretrained_cfg(timm_model_name)
+    if pretrained is None:
+        return {}
+    data = resolve_data_config(pretrained_cfg=pretrained.to_dict())
+    return {"image_mean": tuple(data["mean"]), "image_std": tuple(data["std"])}
+
+
 def processor_for(config: AmrgConfig, tokenizer: PreTrainedTokenizerBase) -> AmrgProcessor:
-    """The processor that matches `config` (image size, number of image placeholders, prompt)."""
+    """The processor that matches `config` (image size, normalisation of the vision tower's pretrained weights,
+    number of image placeholders, prompt)."""
     return AmrgProcessor(
-        AmrgImageProcessor(image_size=config.vision_config.image_size),
+        AmrgImageProcessor(image_size=config.vision_config.image_size,
+                           **vision_normalisation(config.vision_config.timm_model_name)),
         tokenizer,
         num_image_tokens=config.num_image_tokens,
         generation_prompt=config.generation_prompt,
