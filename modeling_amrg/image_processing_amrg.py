@@ -1,5 +1,6 @@
 # Copyright 2026 The AM-MRG authors. Licensed under the Apache License, Version 2.0.
-"""Chest X-ray image processor: any size, 8/16-bit or float, grayscale or RGB, files or arrays -> pixel_values."""
+"""Chest X-ray image processor: any size, 8/16-bit or float, grayscale or RGB, image or DICOM files or arrays ->
+pixel_values."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from PIL import Image, UnidentifiedImageError
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.utils import logging
+
+from .image_processing_amrg_dicom import is_dicom_file, read_dicom
 
 
 logger = logging.get_logger(__name__)
@@ -36,8 +39,11 @@ def load_grayscale(image: ImageLike, name: str | None = None) -> np.ndarray:
     """Read one radiograph as a float32 `(H, W)` array scaled to [0, 1] by its own minimum and maximum.
 
     Per-image min-max scaling handles 8-bit, 16-bit and float inputs alike (MAIRA-2's convention); colour images are
-    converted to luminance. Every refusal is a `ValueError` (`FileNotFoundError` for a missing file) whose message
-    starts with the image: the file path, else `name` (e.g. "study 0, view 1"), else the kind of input.
+    converted to luminance. A DICOM file (the "DICM" marker at byte 128, or a `.dcm` name) is read with pydicom,
+    needed only then: modality LUT or rescale, then VOI LUT or first window, MONOCHROME1 inverted so that bone is
+    bright (see `image_processing_amrg_dicom.read_dicom`, which lists what it refuses). Every refusal is a
+    `ValueError` (`FileNotFoundError` for a missing file) whose message starts with the image: the file path, else
+    `name` (e.g. "study 0, view 1"), else the kind of input.
 
     Refused: files that are missing, empty, truncated, not images or decompression bombs (PIL's limit); NaN or
     infinite values; images smaller than `MIN_IMAGE_SIDE` pixels on a side. A uniform image (every pixel equal:
@@ -52,14 +58,18 @@ def load_grayscale(image: ImageLike, name: str | None = None) -> np.ndarray:
             raise FileNotFoundError(f"image file not found: {path}")
         if os.path.getsize(path) == 0:
             raise ValueError(f"image file is empty: {path}")
-        try:
-            with Image.open(path) as handle:
-                handle.load()
-                array = _pil_to_array(handle)
-        except Image.DecompressionBombError as error:
-            raise ValueError(f"cannot read image file {path}: too many pixels for a radiograph ({error})") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-            raise ValueError(f"cannot read image file {path}: {error}") from error
+        if is_dicom_file(path):
+            array = read_dicom(path)  # its refusals are ValueErrors that start with the path
+        else:
+            try:
+                with Image.open(path) as handle:
+                    handle.load()
+                    array = _pil_to_array(handle)
+            except Image.DecompressionBombError as error:
+                raise ValueError(f"cannot read image file {path}: too many pixels for a radiograph "
+                                 f"({error})") from None
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+                raise ValueError(f"cannot read image file {path}: {error}") from error
     elif isinstance(image, Image.Image):
         label = name or f"PIL image ({image.mode}, {image.size[0]} x {image.size[1]})"
         try:

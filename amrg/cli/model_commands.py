@@ -157,7 +157,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-    commit = push_model_folder(args.model, args.repo_id, private=args.private, message=args.message)
+    commit = push_model_folder(args.model, args.repo_id, private=args.private, message=args.message,
+                               allow_bank_texts=args.allow_bank_texts, license=args.license,
+                               license_name=args.license_name, license_link=args.license_link)
     print(f"pushed {args.model} to {args.repo_id}: {commit}")
     return 0
 
@@ -204,6 +206,13 @@ def add_model_commands(subparsers) -> None:
     push.add_argument("--repo-id", required=True)
     push.add_argument("--private", action="store_true")
     push.add_argument("--message", default="Upload AM-MRG model")
+    push.add_argument("--allow-bank-texts", action="store_true",
+                      help="push even if the report memory holds training sentences verbatim from a dataset not "
+                           "declared openly licensed (refused by default: it would publish them)")
+    push.add_argument("--license", help="the model's Hub licence id (e.g. llama2, apache-2.0); rewrites the card's "
+                                        "licence, which is otherwise derived from the base LLM")
+    push.add_argument("--license-name", help="with --license other: a short id of the licence")
+    push.add_argument("--license-link", help="with --license other: where the licence text is")
 
 
 __all__ = ["add_model_commands"]

@@ -21,7 +21,7 @@ from amrg.inference import generate_reports, write_predictions
 from amrg.memory.banks import build_report_memory, build_visual_bank
 from amrg.memory.mining import CAM_METHODS, mine_regions, read_regions, summary_path, write_regions
 from amrg.training.experiments import results_markdown, run_experiments
-from amrg.training.loop import TrainArguments
+from amrg.training.loop import TRACKER_FOLDER, TRACKERS, TrainArguments, check_report_to
 from amrg.training.pipeline import DemoSettings, comparison_table, run_demo
 from amrg.training.stage1 import train_stage1
 from amrg.training.stage2 import train_stage2
@@ -81,7 +81,7 @@ def _train_args(args: argparse.Namespace) -> TrainArguments:
         mixed_precision=args.mixed_precision, seed=args.seed, checkpointing_steps=args.checkpointing_steps,
         resume_from_checkpoint=args.resume_from_checkpoint, max_steps=args.max_steps,
         num_workers=args.num_workers, gradient_checkpointing=args.gradient_checkpointing,
-        overwrite_output_dir=args.overwrite)
+        overwrite_output_dir=args.overwrite, report_to=args.report_to)
 
 
 def _stage1_config(args: argparse.Namespace) -> AmrgConfig:
@@ -212,7 +212,14 @@ def _cmd_banks(args: argparse.Namespace) -> int:
     regions, mining = _read_mined_regions(args.regions, stage1.config.vision_config.image_size,
                                           stage1.config.num_observations)
     model, processor = load_model_folder(_model_folder(args.model, "--model"))  # its own dtypes, on the CPU
+    explicit = args.dataset  # before `_dataset` fills in the default or the saved dataset's name
     rows = _split(_dataset(args), args.split, "--split")
+    # Only an explicit --dataset declares the data open by its name (--bank-texts auto): an annotation without it may
+    # be anyone's reports (`_dataset` then only picks the iu_xray cleaning), and a saved dataset records the cleaning
+    # `amrg data` was given or defaulted to. Either way the data is not declared open, and its sentences are hashed.
+    dataset = args.dataset if explicit or args.dataset_dir else None
+    dataset_is_open = None if explicit else False
+    store_texts = {"store": True, "hash": False}.get(args.bank_texts)
     studies = set(rows["id"])
     unknown = sorted({region.study_id for region in regions} - studies)
     if unknown:
@@ -222,11 +229,13 @@ def _cmd_banks(args: argparse.Namespace) -> int:
     model.disease_encoder.load_state_dict(stage1.disease_encoder.state_dict())
     # The patch size is the one the regions were mined with (recorded in their summary), never typed twice.
     visual = build_visual_bank(stage1, rows, regions, mining["patch_size"], args.max_rows_per_disease,
-                               split=args.split, force=args.force_split, mining=mining, provenance={"seed": args.seed},
+                               split=args.split, force=args.force_split, mining=mining,
+                               provenance={"seed": args.seed, "dataset": dataset},
                                autocast_dtype=DTYPES.get(args.dtype))
     report = build_report_memory(list(rows["report"]), args.report_encoder, args.report_rows, args.seed,
                                  split=args.split, force=args.force_split, device=device,
-                                 observation_names=list(model.config.observation_names))
+                                 observation_names=list(model.config.observation_names), dataset=dataset,
+                                 store_texts=store_texts, dataset_is_open=dataset_is_open)
     model.set_memory_banks(visual=visual, report=report)
     save_model_folder(model, processor, args.output, overwrite=args.overwrite)
     return 0
@@ -310,6 +319,17 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
+class _ReportTo(argparse.Action):
+    """`--report-to NAME [NAME ...]`, checked when the command line is read (`check_report_to`): an unknown tracker
+    or one whose package is not installed is refused before any data is loaded."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        try:
+            setattr(namespace, self.dest, check_report_to(values))
+        except ValueError as error:
+            raise argparse.ArgumentError(self, str(error)) from None
+
+
 def _training_options(parser: argparse.ArgumentParser, learning_rate: float) -> None:
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--epochs", type=int, default=3)
@@ -328,6 +348,10 @@ def _training_options(parser: argparse.ArgumentParser, learning_rate: float) -> 
                         help="recompute activations in the backward pass: less memory, more time")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run already in --output-dir (its outputs are deleted first)")
+    parser.add_argument("--report-to", nargs="+", action=_ReportTo, default=[], metavar="TRACKER",
+                        help=f"experiment trackers through accelerate, one or several of {', '.join(TRACKERS)} "
+                             f"(default: none): losses, learning rate and validation metrics, written under "
+                             f"--output-dir/{TRACKER_FOLDER}/ (the JSON-lines log is written either way)")
 
 
 def add_train_commands(subparsers) -> None:
@@ -366,6 +390,10 @@ def add_train_commands(subparsers) -> None:
     banks.add_argument("--force-split", action="store_true")
     banks.add_argument("--max-rows-per-disease", type=int, default=500)
     banks.add_argument("--report-rows", type=int, default=6000)
+    banks.add_argument("--bank-texts", default="auto", choices=["auto", "store", "hash"],
+                       help="the report memory's sentence texts: stored verbatim or as sha256 hashes; auto (default) "
+                            "stores them only for data declared open with an explicit --dataset iu_xray, and hashes "
+                            "any other's (mimic_cxr, chexpert_plus, an annotation without --dataset)")
     banks.add_argument("--output", required=True)
     banks.add_argument("--overwrite", action="store_true")
     add_device_options(banks, "encode the visual bank under autocast in this dtype (rows are stored in fp32)")

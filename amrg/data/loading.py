@@ -20,8 +20,11 @@ of two splits, an entry's `split` that disagrees with the split holding it, `lab
 -1 or null, image paths that escape the image root (absolute or `..`), missing image files (all listed with a count;
 `missing_images="drop"` drops those studies), and image files that cannot be read (not an image, empty, truncated or
 corrupt PNG, larger than PIL's decompression-bomb limit), found by reading each file's header and checking its
-chunks (`PIL.Image.verify`; a JPEG's data is not checked before it is decoded). An image that reads is accepted
-whatever its size, depth or channels (1 x 1, 16-bit, RGBA): the image processor handles them.
+chunks (`PIL.Image.verify`; a JPEG's data is not checked before it is decoded). DICOM files (`.dcm`, or the "DICM"
+marker) are checked from their header with pydicom (`image_processing_amrg_dicom.check_dicom_file`): not DICOM, no
+pixel data, several frames, an unsupported photometric interpretation, compressed without an installed decoder,
+truncated. An image that reads is accepted whatever its size, depth or channels (1 x 1, 16-bit, RGBA): the image
+processor handles them.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from datasets import Dataset, DatasetDict, Features, Image, List, Value
 
 from amrg.data.labeler import ReportLabeler, has_words, read_csv_records, read_text
 from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
+from modeling_amrg.image_processing_amrg_dicom import check_dicom_file, is_dicom_file
 from modeling_amrg.processing_amrg_reports import DATASET_REPORT_CLEANERS, REPORT_CLEANERS
 
 
@@ -275,9 +279,14 @@ def _check_images(rows: list[dict], split: str, missing_images: str) -> list[dic
 def image_problem(path: str | os.PathLike) -> str | None:
     """Why an image file cannot be read (`"<path> (<reason>)"`), or None when it can: its header is read and, for a
     PNG, every chunk checked (`PIL.Image.verify`); pixels are not decoded. Empty files, files that are not images,
-    truncated or corrupt PNGs and images over PIL's decompression-bomb limit are found."""
+    truncated or corrupt PNGs and images over PIL's decompression-bomb limit are found. A DICOM file is checked by
+    `check_dicom_file` (header only; without pydicom installed, its `DicomDependencyError` is raised, once, rather
+    than listed for every file)."""
     if os.path.getsize(path) == 0:
         return f"{path} (empty file)"
+    if is_dicom_file(path):
+        reason = check_dicom_file(path)
+        return None if reason is None else f"{path} ({reason})"
     try:
         with PIL.Image.open(path) as handle:
             handle.verify()

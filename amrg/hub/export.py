@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from amrg.fileio import staged_folder, write_text
-from amrg.hub.model_card import write_model_card
+from amrg.hub.model_card import CARD_NAME, build_model_card
 from modeling_amrg import AmrgConfig, AmrgForConditionalGeneration, AmrgImageProcessor, AmrgProcessor
 
 
@@ -26,21 +26,30 @@ def save_model_folder(
     output_dir: str | os.PathLike,
     overwrite: bool = False,
     metrics: dict | None = None,
-    dataset_name: str = "unspecified",
+    dataset_name: str | None = None,
+    license: str | None = None,
+    license_name: str | None = None,
+    license_link: str | None = None,
+    metrics_row: str | None = None,
 ) -> Path:
     """Save `model` and `processor` into `output_dir`, loadable with `AutoModel`/`AutoProcessor.from_pretrained(
     output_dir, trust_remote_code=True)`.
 
     Everything is written to a temporary folder beside `output_dir` and renamed into place at the end, so an
     interrupted save never leaves a half-written model. An existing non-empty `output_dir` is replaced only with
-    `overwrite=True`. Every folder carries a model card (`README.md`, see `amrg.hub.model_card`), with the evaluation
-    table of `metrics` when given."""
+    `overwrite=True`. Every folder carries a model card (`README.md`, see `amrg.hub.model_card`): the evaluation and
+    `model-index` of `metrics` when given (this model's row `metrics_row` of a `{"test": {row: result}}` dict), the
+    training data `dataset_name` (default: what the banks record), and the licence `license` (default: derived from
+    the base LLM; `license_name` / `license_link` for an `other` licence)."""
+    # Built first: a bad licence or metrics dict is refused before anything is written.
+    card = build_model_card(model.config, metrics, dataset_name=dataset_name, license=license,
+                            license_name=license_name, license_link=license_link, metrics_row=metrics_row)
     register_auto_classes()
     with staged_folder(output_dir, overwrite) as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
         _add_auto_map_entries(staging / "config.json")
-        write_model_card(staging, model.config, metrics, dataset_name=dataset_name)
+        write_text(staging / CARD_NAME, str(card))
     return Path(output_dir)
 
 

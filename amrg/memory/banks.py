@@ -14,10 +14,18 @@ A row's disease id is the index of its observation in the model's `config.observ
 disease-query order), found by name; sentences about observations the model does not have are left out.
 
 Building from a split other than train is refused unless forced, and the provenance says so.
+
+Report-memory governance: R's rows carry their sentence (`texts`), saved with the weights and shown as retrieved rows.
+For a dataset that is not openly licensed (MIMIC-CXR and CheXpert Plus are credentialed; a user's own annotation is
+unknown) those sentences would be published with the model, so by default such a bank stores only a hash of each
+sentence (`"sha256:" + 16 hex digits`); the provenance records `"texts": "stored" | "hashed"` and
+`"dataset_licence_open"`, and `amrg push` refuses a model whose bank holds plain texts from a dataset not declared
+open (`amrg.hub.push`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import logging
 import re
@@ -40,6 +48,56 @@ from modeling_amrg.configuration_amrg import CHEXPERT_OBSERVATIONS
 
 
 logger = logging.getLogger(__name__)
+
+
+# Datasets whose reports may be published with a model: IU X-ray (Open-i, openly downloadable) and the project's
+# synthetic phantoms. Everything else (mimic_cxr, chexpert_plus: credentialed; a user's own annotation) is not open
+# unless the caller declares it.
+OPEN_DATASETS = frozenset({"iu_xray", "phantoms"})
+# How a hashed sentence is stored in a bank's `texts`: the prefix and 16 hex digits of its SHA-256.
+HASHED_TEXT_PREFIX = "sha256:"
+HASHED_TEXT_PATTERN = re.compile(r"sha256:[0-9a-f]{16}")
+
+
+def hash_sentence(sentence: str) -> str:
+    """`"sha256:"` + the first 16 hex digits of the SHA-256 of the sentence's UTF-8 bytes: identifies a sentence (two
+    banks built from the same reports hash it alike) without storing it."""
+    return HASHED_TEXT_PREFIX + hashlib.sha256(sentence.encode("utf-8")).hexdigest()[:16]
+
+
+def is_hashed_text(text: str) -> bool:
+    """Whether a bank text is a `hash_sentence` value rather than a sentence."""
+    return HASHED_TEXT_PATTERN.fullmatch(text) is not None
+
+
+def is_open_dataset(dataset: str | None) -> bool:
+    """Whether `dataset` (a project dataset name) is openly licensed (`OPEN_DATASETS`); an unnamed dataset is not."""
+    return dataset in OPEN_DATASETS
+
+
+def resolve_bank_texts(dataset: str | None, store_texts: bool | None = None,
+                       dataset_is_open: bool | None = None) -> tuple[bool, bool]:
+    """`(store the sentences?, is the dataset openly licensed?)` for the report memory.
+
+    `dataset_is_open` declares the licence (default: by name, `is_open_dataset`). `store_texts` decides (default:
+    store the sentences of an open dataset, hash those of any other). A bank built with neither a dataset name nor
+    `dataset_is_open` (library callers with data in memory) keeps its sentences, as before this policy, and is
+    recorded as not open: `amrg push` refuses it unless told otherwise."""
+    for name, value in (("store_texts", store_texts), ("dataset_is_open", dataset_is_open)):
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f"`{name}` must be True, False or None, got {value!r}")
+    is_open = is_open_dataset(dataset) if dataset_is_open is None else dataset_is_open
+    if store_texts is None:
+        unnamed = dataset is None and dataset_is_open is None
+        store_texts = is_open or unnamed
+        if unnamed:
+            logger.warning("report memory built without a dataset name: its sentences are stored and it is "
+                           "recorded as not openly licensed (`amrg push` refuses it unless --allow-bank-texts); "
+                           "pass `dataset=` to decide by the dataset's licence")
+    logger.info("report memory of dataset %s (%s): sentence texts %s", dataset or "(unnamed)",
+                "declared open" if is_open else "not declared openly licensed",
+                "stored" if store_texts else "hashed (sha256, 16 hex digits)")
+    return store_texts, is_open
 
 
 def _refuse_non_train(split: str, force: bool, what: str) -> None:
@@ -276,11 +334,23 @@ def build_report_memory(
     provenance: dict | None = None,
     device: str | torch.device = "cpu",
     observation_names: Sequence[str] | None = None,
+    dataset: str | None = None,
+    store_texts: bool | None = None,
+    dataset_is_open: bool | None = None,
 ) -> dict:
     """Report-memory contents for `set_memory_banks(report=...)` (see the module docstring). `observation_names` are
     the model's (`config.observation_names`; default the 14 `CHEXPERT_OBSERVATIONS`): a row's disease id is its
-    observation's index there, and sentences about other observations are left out (see `assign_sentences`)."""
+    observation's index there, and sentences about other observations are left out (see `assign_sentences`).
+
+    `dataset` names where `reports` come from (a project dataset name: `iu_xray`, `mimic_cxr`, `chexpert_plus`,
+    `phantoms`; default: `provenance["dataset"]`, if any) and decides, with `store_texts` and `dataset_is_open`,
+    whether the rows' `texts` are the sentences or their hashes (`resolve_bank_texts`; by default an open dataset's
+    sentences are stored, any other's hashed). The rows, their vectors and disease ids are the same either way. The
+    provenance records `dataset`, `texts` (`"stored"` or `"hashed"`) and `dataset_licence_open`."""
     _refuse_non_train(split, force, "report memory")
+    if dataset is None:
+        dataset = (provenance or {}).get("dataset")
+    store, is_open = resolve_bank_texts(dataset, store_texts, dataset_is_open)
     names = list(CHEXPERT_OBSERVATIONS if observation_names is None else observation_names)
     label_columns(names)  # refused before the labeler and the encoder are loaded
     if labeler is None:
@@ -302,9 +372,11 @@ def build_report_memory(
         "embeddings": encode_sentences(sentences, encoder_path, pooling, device=device),
         "disease_ids": [names.index(o) for o, _ in chosen],
         "source_ids": [f"sentence-{i}" for i in range(len(chosen))],
-        "texts": sentences,
+        "texts": sentences if store else [hash_sentence(sentence) for sentence in sentences],
         "provenance": {
-            **(provenance or {}), "split": split, "forced_split": split != TRAIN_SPLIT, "encoder": str(encoder_path),
+            **(provenance or {}), "dataset": dataset, "texts": "stored" if store else "hashed",
+            "dataset_licence_open": is_open,
+            "split": split, "forced_split": split != TRAIN_SPLIT, "encoder": str(encoder_path),
             "pooling": pooling, "unit": "sentence", "seed": seed, "target_rows": target_rows, "rows": len(chosen),
             "rows_per_observation": {k: v for k, v in quotas.items() if v},
             "distinct_sentences": len(assignment), "reports": len(reports),

@@ -1,6 +1,7 @@
 """What both training stages share: arguments, run folders (taken for the run, configuration and seed saved next to
-the outputs), JSON-lines logs, checkpoint / resume through `accelerator.save_state` (with the best model so far), and
-the loop itself. The data order and the collators are in `amrg.data.batching`."""
+the outputs), JSON-lines logs, experiment trackers through accelerate (`--report-to`: TensorBoard, trackio, W&B),
+checkpoint / resume through `accelerator.save_state` (with the best model so far), and the loop itself. The data
+order and the collators are in `amrg.data.batching`."""
 
 from __future__ import annotations
 
@@ -16,18 +17,20 @@ import platform
 import random
 import re
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import accelerate
+import accelerate.utils as accelerate_utils
 import numpy as np
 import torch
 import transformers
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list, gather_object, set_seed
+from accelerate.utils import ProjectConfiguration, broadcast_object_list, gather_object, set_seed
 from accelerate.utils import load as accelerate_load
 from safetensors import safe_open
 from torch.utils.data import DataLoader
@@ -38,6 +41,39 @@ from amrg.fileio import folder_lock, staged_folder, write_json, write_text
 
 
 logger = logging.getLogger(__name__)
+
+# The experiment trackers `report_to` (`--report-to`) accepts: accelerate's name -> the pip package it needs and the
+# name of accelerate's check that the package is installed (looked up when called, so that it can be replaced).
+TRACKERS = {"tensorboard": ("tensorboard", "is_tensorboard_available"),
+            "trackio": ("trackio", "is_trackio_available"),
+            "wandb": ("wandb", "is_wandb_available")}
+# Where the trackers write inside the output folder: TensorBoard's event files in `runs/amrg-<stage>/`, W&B's
+# `runs/wandb/`, trackio's database in `runs/trackio/` (unless TRACKIO_DIR says otherwise).
+TRACKER_FOLDER = "runs"
+# Validation reports of stage 2 logged to the trackers as a table (the first studies of val).
+TRACKED_REPORTS = 4
+
+
+def check_report_to(report_to: str | Sequence[str] | None) -> list[str]:
+    """The trackers of `report_to` (a name or a list of names, like transformers' `TrainingArguments.report_to`):
+    `none` (or nothing) is no tracker; repeated names count once. An unknown name, `none` with a tracker, or a tracker
+    whose package is not installed is refused with a `ValueError` naming it (and the `pip install` that provides it),
+    before anything is trained: accelerate would otherwise drop an unavailable tracker silently."""
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    chosen: list[str] = []
+    for name in names:
+        if not isinstance(name, str) or (name != "none" and name not in TRACKERS):
+            raise ValueError(f"unknown tracker {name!r}: choose from {', '.join(TRACKERS)} or none")
+        if name != "none" and name not in chosen:
+            chosen.append(name)
+    if chosen and "none" in names:
+        raise ValueError(f"'none' cannot be combined with trackers ({', '.join(chosen)}): give one or the other")
+    for name in chosen:
+        package, check = TRACKERS[name]
+        if not getattr(accelerate_utils, check)():
+            raise ValueError(f"the {name} tracker needs the {package!r} package, which is not installed: "
+                             f"pip install {package}")
+    return chosen
 
 
 @dataclass
@@ -62,6 +98,9 @@ class TrainArguments:
     # A folder that already holds a run is refused unless this is set (its run outputs are then deleted first) or
     # the run resumes from one of its checkpoints.
     overwrite_output_dir: bool = False
+    # Experiment trackers (`check_report_to`): "tensorboard", "trackio", "wandb"; empty (or "none") for none. The
+    # JSON-lines log is written either way.
+    report_to: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # Refused here, before anything is written: 0 epochs would save an untrained best/, a negative learning rate
@@ -79,6 +118,10 @@ class TrainArguments:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise ValueError(f"{name} must be a finite number of at least 0, got {value!r} "
                                  f"(--{name.replace('_', '-')})")
+        try:
+            self.report_to = check_report_to(self.report_to)
+        except ValueError as error:
+            raise ValueError(f"report_to (--report-to): {error}") from None
 
 
 class JsonLogger:
@@ -120,9 +163,130 @@ def truncate_log_for_resume(path: Path, step: int, epoch: int) -> None:
 
 def make_accelerator(args: TrainArguments) -> Accelerator:
     """The run's `Accelerator`: gradient accumulation from `args`, mixed precision from `args` when given, else from
-    the launcher (a value of None lets accelerate read `accelerate launch`'s choice or DeepSpeed's config)."""
+    the launcher (a value of None lets accelerate read `accelerate launch`'s choice or DeepSpeed's config), and the
+    experiment trackers of `args.report_to` writing under `<output_dir>/runs` (started by `start_trackers`)."""
+    output_dir = Path(args.output_dir)
+    project = ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / TRACKER_FOLDER))
     return Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
-                       mixed_precision=args.mixed_precision, project_dir=str(args.output_dir))
+                       mixed_precision=args.mixed_precision, project_config=project,
+                       log_with=list(args.report_to) or None)
+
+
+def flatten_config(record: dict, prefix: str = "") -> dict:
+    """A run configuration as trackers take it (TensorBoard's hparams: bool, int, float, str or None): nested objects
+    become `outer/inner` keys, lists and other values their JSON text."""
+    flat: dict[str, Any] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, f"{name}/"))
+        elif value is None or isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+        else:
+            flat[name] = json.dumps(value, default=str)
+    return flat
+
+
+def scalars(values: dict, prefix: str) -> dict[str, float]:
+    """The numbers of a (nested) record as tracker scalars `prefix/outer/inner` (what the JSON log holds nested)."""
+    flat: dict[str, float] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(scalars(value, f"{prefix}/{key}"))
+        elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+            flat[f"{prefix}/{key}"] = float(value)
+    return flat
+
+
+def training_scalars(loss: float, learning_rate: float) -> dict[str, float]:
+    """What the trackers get of a loss record of the JSON log (its `loss` and `lr`)."""
+    return {"train/loss": float(loss), "train/learning_rate": float(learning_rate)}
+
+
+def start_trackers(accelerator, args: TrainArguments, stage: str, run_config: dict) -> None:
+    """Start the trackers of `args.report_to` as project `amrg-<stage>` (TensorBoard: `<output_dir>/runs/amrg-<stage>`)
+    with the run configuration (`flatten_config`). Every process may call it; only the main process starts trackers.
+    End them with `end_trackers`, also when the run fails.
+
+    A run resumed from a `step_<n>` checkpoint goes on at step n: TensorBoard is told to purge what an interrupted
+    run logged from step n on (its events after the checkpoint, which this run logs again), and the loss record of
+    step n, which the checkpoint's run had logged before the purge point, is logged again from the JSON log (cut back
+    to the checkpoint by `run_folder`)."""
+    if not args.report_to or not accelerator.is_main_process:
+        return
+    output_dir = Path(args.output_dir)
+    folder = output_dir / TRACKER_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    resumed_step = None
+    if args.resume_from_checkpoint:
+        resumed_step = read_position(args.resume_from_checkpoint, accelerator.num_processes)["step"]
+    init_kwargs: dict[str, dict] = {}
+    if "tensorboard" in args.report_to and resumed_step is not None:
+        init_kwargs["tensorboard"] = {"purge_step": resumed_step}
+    if "wandb" in args.report_to:
+        init_kwargs["wandb"] = {"dir": str(folder), "name": output_dir.resolve().name}
+    if "trackio" in args.report_to:
+        init_kwargs["trackio"] = {"name": output_dir.resolve().name}
+        # trackio reads TRACKIO_DIR once, when it is imported (by its tracker's start): point it into the run unless
+        # the user chose a place or it is already imported.
+        if "TRACKIO_DIR" not in os.environ and "trackio" not in sys.modules:
+            os.environ["TRACKIO_DIR"] = str(folder / "trackio")
+        logger.info("trackio writes to %s", os.environ.get("TRACKIO_DIR", "its default folder"))
+    accelerator.init_trackers(f"amrg-{stage}", config=flatten_config(run_config), init_kwargs=init_kwargs)
+    logger.info("experiment trackers %s started (files under %s)", ", ".join(args.report_to), folder)
+    log_path = output_dir / f"{stage}_log.jsonl"
+    if resumed_step is not None and log_path.is_file():
+        for line in log_path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and "loss" in record and record.get("step") == resumed_step:
+                accelerator.log(training_scalars(record["loss"], record["lr"]), step=resumed_step)
+
+
+def _markdown_table(columns: list[str], data: list[list[str]]) -> str:
+    """A markdown table (TensorBoard renders its text as markdown); a `|` or line break in a cell would break it."""
+    def cell(text: str) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+    return "\n".join(["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+                     + ["| " + " | ".join(cell(value) for value in row) + " |" for row in data])
+
+
+def log_generated_reports(accelerator, predictions: dict, rows, step: int, tag: str = "val/generated_reports") -> None:
+    """The first `TRACKED_REPORTS` generated reports of `rows` next to their references, as a table in every tracker
+    that has one (TensorBoard: a markdown table in its text tab; W&B: a `wandb.Table`; trackio: a `trackio.Table`).
+    Main process only."""
+    if not accelerator.trackers:
+        return
+    shown = rows.select(range(min(TRACKED_REPORTS, len(rows))))
+    columns = ["id", "generated", "reference"]
+    data = [[study, predictions.get(study, ""), reference]
+            for study, reference in zip(shown["id"], shown["report_clean"])]
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.tracker.add_text(tag, _markdown_table(columns, data), global_step=step)
+            tracker.tracker.flush()
+        elif tracker.name == "wandb":
+            tracker.log_table(tag, columns=columns, data=data, step=step)
+        elif tracker.name == "trackio":
+            import pandas as pd
+            import trackio
+
+            tracker.log({tag: trackio.Table(dataframe=pd.DataFrame(data, columns=columns))}, step=step)
+
+
+def end_trackers(accelerator) -> None:
+    """Finish the run's trackers (close TensorBoard's writer, finish the W&B / trackio run); call it in a `finally`.
+    This is `accelerator.end_training()` without its last part, which destroys the process group: a training
+    function returns to a caller that may go on with collectives (stage 2 writes its test predictions after training
+    on every process; stage 1 and stage 2 may run in one launch)."""
+    for tracker in accelerator.trackers:
+        try:
+            tracker.finish()
+        except Exception:  # noqa: BLE001 - one tracker failing to close must not hide the run's error or the others
+            logger.exception("could not finish the %s tracker", tracker.name)
+    accelerator.trackers = []
 
 
 def effective_setup(accelerator: Accelerator, model: torch.nn.Module) -> dict:
@@ -442,7 +606,7 @@ def check_splits(dataset, splits: Sequence[str], stage: str) -> None:
 
 # What a training run writes into its output folder (both stages, and `train.py stage2`'s test outputs); with
 # `overwrite_output_dir` these, and only these, are deleted before the run.
-RUN_FOLDERS = ("best", "last", "best_lora_adapter", "checkpoints")
+RUN_FOLDERS = ("best", "last", "best_lora_adapter", "checkpoints", TRACKER_FOLDER)
 RUN_FILES = ("stage1_log.jsonl", "stage2_log.jsonl", "stage1_run_config.json", "stage2_run_config.json",
              "predictions.jsonl", "metrics.json")
 
@@ -550,7 +714,8 @@ def fit(
     best: BestModel | None = None,
 ) -> int:
     """The training loop of both stages (accelerate's example structure): gradient accumulation, a progress bar
-    advanced on optimiser steps, JSON-lines logs, `step_<n>` checkpoints every `checkpointing_steps` optimiser steps
+    advanced on optimiser steps, JSON-lines logs (and the loss and learning rate to the trackers started with
+    `start_trackers`, at the same step), `step_<n>` checkpoints every `checkpointing_steps` optimiser steps
     (with `best`, the stage's best model so far, which `on_epoch_end` updates), and an exact resume from such a
     checkpoint (`load_state`, the best model's score and epoch, and the skipped batches of the interrupted epoch;
     check the checkpoint first with `run_folder`). Returns the number of optimiser steps taken."""
@@ -612,7 +777,9 @@ def fit(
                 # takes part in this reduction; the main process logs it).
                 local_loss = torch.tensor(running / count, device=accelerator.device)
                 loss_value = float(accelerator.reduce(local_loss, "mean"))
-                log.log(stage=stage, step=step, epoch=epoch, loss=loss_value, lr=scheduler.get_last_lr()[0])
+                learning_rate = scheduler.get_last_lr()[0]
+                log.log(stage=stage, step=step, epoch=epoch, loss=loss_value, lr=learning_rate)
+                accelerator.log(training_scalars(loss_value, learning_rate), step=step)  # no-op without trackers
                 running, count = 0.0, 0
                 if args.checkpointing_steps and step % args.checkpointing_steps == 0:
                     save_checkpoint(accelerator, output_dir, step, epoch, batch_index, best)

@@ -278,8 +278,10 @@ def run_demo(settings: DemoSettings | None = None, **overrides) -> dict:
         "settings": {k: v for k, v in vars(settings).items()},
     }
     write_json(out / "metrics.json", metrics)
-    save_model_folder(final, processor, out / "model", overwrite=True, metrics=metrics,
-                      dataset_name="AM-MRG phantoms (synthetic)" if settings.annotation is None else str(annotation))
+    # Saved once the test metrics exist, so its card's evaluation and model-index are the am_mrg row's.
+    save_model_folder(final, processor, out / "model", overwrite=True, metrics=metrics, metrics_row="am_mrg",
+                      dataset_name="phantoms" if settings.annotation is None
+                      else f"an R2Gen annotation ({Path(annotation).name})")
     write_report_html(out / "report.html", final, processor, stage1, dataset["test"], metrics,
                       predictions_path=out / "predictions_am_mrg.jsonl", n_studies=6)
     return metrics

@@ -23,10 +23,13 @@ from amrg.training.loop import (
     check_splits,
     data_record,
     effective_setup,
+    end_trackers,
     fit,
     make_accelerator,
     run_folder,
     save_run_config,
+    scalars,
+    start_trackers,
 )
 from modeling_amrg import AmrgConfig, AmrgForDiseaseClassification, AmrgImageProcessor
 
@@ -101,7 +104,10 @@ def train_stage1(args: TrainArguments, dataset, config: AmrgConfig, init_from: s
                                         "data": data["fingerprint"], "config": config.to_json_string()})
     best = BestModel([output_dir / "best"])
     with run_folder(accelerator, args, "stage1", best):
-        return _train(accelerator, args, dataset, config, init_from, best, data)
+        try:
+            return _train(accelerator, args, dataset, config, init_from, best, data)
+        finally:
+            end_trackers(accelerator)  # also when training fails: the event files are closed, the W&B run finished
 
 
 def _train(accelerator, args: TrainArguments, dataset, config: AmrgConfig, init_from: str | None,
@@ -112,10 +118,11 @@ def _train(accelerator, args: TrainArguments, dataset, config: AmrgConfig, init_
              else AmrgForDiseaseClassification(config))
     if args.gradient_checkpointing:
         model.activation_checkpointing_enable()  # transformers 5 name of gradient_checkpointing_enable
+    run_config = {**arguments_dict(args), "init_from": init_from, "data": data,
+                  "effective": effective_setup(accelerator, model), "config": config.to_dict()}
     if accelerator.is_main_process:
-        save_run_config(output_dir, "stage1", {**arguments_dict(args), "init_from": init_from, "data": data,
-                                               "effective": effective_setup(accelerator, model),
-                                               "config": config.to_dict()})
+        save_run_config(output_dir, "stage1", run_config)
+    start_trackers(accelerator, args, "stage1", run_config)
     collate = ModelLabelsCollator(Stage1Collator(AmrgImageProcessor(image_size=config.vision_config.image_size)),
                                   config.observation_names)
     train_loader, sampler = make_loader(dataset["train"], collate, args.batch_size, args.seed, True, args.num_workers)
@@ -137,6 +144,9 @@ def _train(accelerator, args: TrainArguments, dataset, config: AmrgConfig, init_
         report = classification_report(probabilities, labels, config.observation_names)
         log.log(stage="stage1", step=step, epoch=epoch, val_macro_auc=report["macro_auc"],
                 val_macro_f1=report["macro_f1"], val=report["per_observation"])
+        # To the trackers: val/macro_auc, val/macro_f1 and val/<observation>/{auc,f1,positives}.
+        accelerator.log(scalars({"macro_auc": report["macro_auc"], "macro_f1": report["macro_f1"],
+                                 **report["per_observation"]}, "val"), step=step)
         score = report["macro_auc"] if not np.isnan(report["macro_auc"]) else report["macro_f1"]
         score = float(broadcast_object_list([score])[0])
         if best.is_improved_by(score):

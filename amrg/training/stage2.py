@@ -6,6 +6,7 @@ best epoch (BLEU-4 + CIDEr on val, R2GenGPT's criterion) is kept."""
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from amrg.data.batching import Stage2Collator, make_loader
 from amrg.evaluation.predictions import score_split
 from amrg.fileio import staged_folder
 from amrg.hub.export import save_model_folder
+from amrg.hub.model_card import update_model_card
 from amrg.inference import generate_reports, validation_generation_config
 from amrg.training.image_features import CachedFeaturesCollator, precompute_disease_features
 from amrg.training.loop import (
@@ -30,10 +32,14 @@ from amrg.training.loop import (
     check_splits,
     data_record,
     effective_setup,
+    end_trackers,
     fit,
+    log_generated_reports,
     make_accelerator,
     run_folder,
     save_run_config,
+    scalars,
+    start_trackers,
     total_steps,
 )
 from modeling_amrg import AmrgForConditionalGeneration, AmrgProcessor
@@ -136,10 +142,18 @@ def train_stage2(
                                         "data": data["fingerprint"], "model": model.config.to_json_string()})
     best = BestModel([output_dir / "best", output_dir / "best_lora_adapter"])
     with run_folder(accelerator, args, "stage2", best):
-        _train(accelerator, args, dataset, model, processor, lora, generation_config, max_report_tokens, best,
-               precompute_image_features, validation_interval, data)
+        try:
+            _train(accelerator, args, dataset, model, processor, lora, generation_config, max_report_tokens, best,
+                   precompute_image_features, validation_interval, data)
+        finally:
+            end_trackers(accelerator)  # also when training fails: the event files are closed, the W&B run finished
         if after_training is not None:
             after_training(accelerator, best.folders[0])
+            # The best model's card was written with it, before the test split was scored: its evaluation and
+            # model-index are filled in from the test metrics `after_training` wrote (the CLI's metrics.json).
+            test_metrics = output_dir / "metrics.json"
+            if accelerator.is_main_process and test_metrics.is_file():
+                update_model_card(best.folders[0], metrics=json.loads(test_metrics.read_text()))
         accelerator.wait_for_everyone()
     return best.folders[0]
 
@@ -154,13 +168,13 @@ def _train(accelerator, args: TrainArguments, dataset, model: AmrgForConditional
     set_stage2_trainable(model, lora)
     if args.gradient_checkpointing:
         model.activation_checkpointing_enable()  # transformers 5 name of gradient_checkpointing_enable
+    run_config = {**arguments_dict(args), "lora": lora, "precompute_image_features": precompute_image_features,
+                  "validation_interval": validation_interval, "data": data,
+                  "generation": generation_config.to_diff_dict(), "effective": effective_setup(accelerator, model),
+                  "config": model.config.to_dict()}
     if accelerator.is_main_process:
-        save_run_config(output_dir, "stage2", {**arguments_dict(args), "lora": lora,
-                                               "precompute_image_features": precompute_image_features,
-                                               "validation_interval": validation_interval, "data": data,
-                                               "generation": generation_config.to_diff_dict(),
-                                               "effective": effective_setup(accelerator, model),
-                                               "config": model.config.to_dict()})
+        save_run_config(output_dir, "stage2", run_config)
+    start_trackers(accelerator, args, "stage2", run_config)
     if precompute_image_features:
         cache = precompute_disease_features(accelerator, model.disease_encoder.to(accelerator.device),
                                             dataset["train"], processor.image_processor, args.batch_size,
@@ -192,6 +206,10 @@ def _train(accelerator, args: TrainArguments, dataset, model: AmrgForConditional
             result = score_split(predictions, dataset["val"])
             selection = result["nlg"]["BLEU_4"] + result["nlg"]["CIDEr"]
             log.log(stage="stage2", step=step, epoch=epoch, val=result, val_selection_score=selection)
+            # To the trackers: val/nlg/<metric>, val/clinical_efficacy/<metric>, val/diversity/<measure>,
+            # val/selection_score, and a few of the reports next to their references.
+            accelerator.log(scalars({**result, "selection_score": selection}, "val"), step=step)
+            log_generated_reports(accelerator, predictions, dataset["val"], step)
         selection = float(broadcast_object_list([selection])[0])
         if best.is_improved_by(selection):
             best.update(selection, epoch)
