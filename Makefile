@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install browser test demo demo-iu-xray experiments clean
+.PHONY: install browser test test-launchers demo demo-iu-xray experiments clean
 
 # torch/torchvision first and pinned: PyPI's torchvision does not import beside other torch builds, and a later
 # unpinned install would silently replace torch (DESIGN.md section 5).
@@ -26,7 +26,12 @@ browser:
 	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 
 test: install browser
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider -m "not launcher" tests
+
+# Training through the real launchers (torchrun, accelerate launch, DeepSpeed ZeRO-2) on 2 processes: about 5 min on
+# 2 cores, so not in `make test`; CI runs both.
+test-launchers: install
+	$(PY) -m pytest -q -p no:cacheprovider -m launcher tests
 
 demo: install
 	bash scripts/demo.sh

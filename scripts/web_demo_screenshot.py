@@ -41,6 +41,8 @@ def main() -> None:
     try:
         url = f"http://127.0.0.1:{port}/"
         for _ in range(360):
+            if server.poll() is not None:
+                raise SystemExit(f"amrg serve exited with {server.returncode}")
             try:
                 urllib.request.urlopen(url, timeout=2)
                 break

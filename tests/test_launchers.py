@@ -23,6 +23,11 @@ from amrg.hub.presets import build_tiny_model
 from modeling_amrg import AmrgConfig
 
 
+# Each test starts torchrun / accelerate / DeepSpeed processes (about 5 minutes together on 2 cores): they run in
+# `make test-launchers`, which CI runs after `make test`.
+pytestmark = pytest.mark.launcher
+
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from amrg.app.explain import StudyExplanation, explain_study
 
 
@@ -48,6 +50,18 @@ def load_examples(annotation: str | os.PathLike, image_root: str | os.PathLike, 
     return examples
 
 
+# Side of the overlay as shown: the model's input (224, or 32-128 for the tiny models) is enlarged, pixels kept sharp.
+OVERLAY_DISPLAY_SIDE = 384
+
+
+def _enlarged(overlay: np.ndarray) -> np.ndarray:
+    from PIL import Image
+
+    height, width = overlay.shape[:2]
+    scale = max(1, OVERLAY_DISPLAY_SIDE // max(height, width))
+    return np.asarray(Image.fromarray(overlay).resize((width * scale, height * scale), Image.NEAREST))
+
+
 def _memory_table(explanation: StudyExplanation) -> list[list[Any]]:
     return [[row["bank"], row["row"], row["disease"], round(row["weight"], 4), row["text"] or row["source_id"]]
             for row in explanation.memory_rows]
@@ -75,7 +89,7 @@ def build_demo(model, processor, examples: Sequence[Sequence[str | None]] = (), 
         except (ValueError, FileNotFoundError) as error:
             # The reader's message names the file and what is wrong with it: show it to the user as it is.
             raise gr.Error(str(error)) from error
-        return (explanation.report, explanation.probabilities, explanation.cam_overlay,
+        return (explanation.report, explanation.probabilities, _enlarged(explanation.cam_overlay),
                 _memory_table(explanation), _agreement_markdown(explanation))
 
     with gr.Blocks(title=title) as demo:
@@ -96,7 +110,9 @@ def build_demo(model, processor, examples: Sequence[Sequence[str | None]] = (), 
                               elem_id="memory")
         if examples:
             gr.Examples(examples=[list(example) for example in examples], inputs=[frontal, lateral],
-                        label="Studies of the test split")
+                        label="Studies of the test split",
+                        # A study's images are often 0.png/1.png in a folder named after it.
+                        example_labels=[Path(example[0]).parent.name for example in examples])
         run.click(analyse, inputs=[frontal, lateral], outputs=[report, chart, overlay, memory, agreement])
     return demo
 

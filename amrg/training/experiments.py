@@ -166,7 +166,8 @@ class ExperimentRunner:
         if variant.report:
             banks["report"] = build_report_memory(list(self.dataset["train"]["report"]), str(self.encoder_dir),
                                                   target_rows=variant.report_rows, seed=variant.seed,
-                                                  observation_names=list(config.observation_names))
+                                                  observation_names=list(config.observation_names),
+                                                  dataset="phantoms" if self.settings.annotation is None else None)
         base = self.base_model(config, variant.seed)
         settings = replace(self.settings, seed=variant.seed)
         best = train_generator(folder, "model", base, config, self.tokenizer, self.dataset, settings, banks or None)

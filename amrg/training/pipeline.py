@@ -234,7 +234,9 @@ def run_demo(settings: DemoSettings | None = None, **overrides) -> dict:
                                provenance={"seed": seed})
     report = build_report_memory(list(dataset["train"]["report"]), str(encoder_dir),
                                  target_rows=config.report_bank_target_rows, seed=seed,
-                                 observation_names=list(config.observation_names))
+                                 observation_names=list(config.observation_names),
+                                 # Phantom reports are ours to publish; a user's annotation is not declared open.
+                                 dataset="phantoms" if settings.annotation is None else None)
     done()
 
     done = timer("llm_standin")
