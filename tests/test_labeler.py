@@ -173,6 +173,9 @@ def test_hypothetical_trigger_groups(labeler, report, expected):
 def test_sentence_splitting_handles_lists_line_breaks_and_decimals():
     assert split_sentences("1. Left effusion.\n\n2. Nodule of 1.5 cm. Small\nlung.") == [
         "left effusion", "nodule of 1.5 cm", "small lung"]
+    # The report memory's sentences: the same split, as written.
+    assert split_sentences("Heart size is normal. No effusion!\nMild edema.", lowercase=False) == [
+        "Heart size is normal", "No effusion", "Mild edema"]
 
 
 def test_batch_keeps_input_order(labeler):

@@ -166,24 +166,25 @@ def test_visual_bank_rows_carry_the_models_disease_ids(phantoms, classifier, min
 
 
 SENTENCES = {
-    "There is a large left pleural effusion.": "Pleural Effusion",
-    "The heart is enlarged.": "Cardiomegaly",
+    "There is a large left pleural effusion": "Pleural Effusion",
+    "The heart is enlarged": "Cardiomegaly",
     # Two findings: the first in the labeler's (CheXpert) order, whatever the model's order.
-    "Pulmonary edema and a right pleural effusion.": "Edema",
+    "Pulmonary edema and a right pleural effusion": "Edema",
     # Enlarged Cardiomediastinum comes first for the labeler, but this model does not have it.
-    "The cardiomediastinal silhouette is enlarged and the heart is enlarged.": "Cardiomegaly",
-    "There is a displaced rib fracture.": None,  # Fracture: not an observation of this model
-    "No acute cardiopulmonary abnormality": "No Finding",  # last: the sentence splitter drops a report's final stop
+    "The cardiomediastinal silhouette is enlarged and the heart is enlarged": "Cardiomegaly",
+    "There is a displaced rib fracture": None,  # Fracture: not an observation of this model
+    "No acute cardiopulmonary abnormality": "No Finding",
 }
 
 
 def test_report_memory_rows_carry_the_models_disease_ids(tmp_path):
     labeler = ReportLabeler()
-    reports = [" ".join(SENTENCES) + "."] * 3
+    # The memory keeps sentences as written, without their ending punctuation (`split_sentences`).
+    reports = [" ".join(f"{sentence}." for sentence in SENTENCES)] * 3
     assignment, _ = assign_sentences(reports, labeler, NAMES)
     assert assignment == {sentence: name for sentence, name in SENTENCES.items() if name}
     default, _ = assign_sentences(reports, labeler)
-    assert default["There is a displaced rib fracture."] == "Fracture"
+    assert default["There is a displaced rib fracture"] == "Fracture"
     encoder = make_tiny_report_encoder(tmp_path / "encoder", reports)
     memory = build_report_memory(reports, str(encoder), target_rows=10, observation_names=NAMES)
     assert sorted(memory["texts"]) == sorted(assignment)

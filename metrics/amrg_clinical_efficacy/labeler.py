@@ -97,11 +97,18 @@ def has_words(report: str) -> bool:
     return _WORD.search(report) is not None
 
 
-def split_sentences(report: str) -> list[str]:
-    """Lowercase sentences of a report: line breaks inside a sentence are spaces, blank lines and list markers
-    ("1. ", "2) ") end sentences, and so do ".", "!" and "?" (not a decimal point)."""
+def split_sentences(report: str, lowercase: bool = True) -> list[str]:
+    """Sentences of a report: line breaks inside a sentence are spaces, blank lines and list markers ("1. ", "2) ")
+    end sentences, and so do ".", "!" and "?" (not a decimal point); the ending punctuation is dropped. Lowercase
+    (the labeler's input) unless `lowercase=False` (the report memory keeps the sentences as written).
+
+    The project's one sentence splitter: the labeler and the report memory use it. The R2Gen report cleaning
+    (`modeling_amrg/processing_amrg_reports.py`) keeps its own, pinned to the published normalisation that the NLG
+    figures of the literature are computed on."""
     # A Windows line end is one line break, not a blank line (which would end the sentence).
-    text = report.lower().replace("\r\n", "\n").replace("\r", "\n")
+    text = report.replace("\r\n", "\n").replace("\r", "\n")
+    if lowercase:
+        text = text.lower()
     text = _LIST_MARKER.sub("\n\n", text)
     pieces = _SENTENCE_END.split(text)
     return [re.sub(r"\s+", " ", piece).strip() for piece in pieces if piece and piece.strip()]
