@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from conftest import random_banks, synthetic_radiograph
 from PIL import Image
+from test_dicom import write_dicom
 
 from amrg.app.explain import explain_study, most_likely_finding
 from amrg.app.web_demo import load_examples
@@ -49,6 +50,7 @@ def study(tmp_path_factory):
     Image.fromarray(synthetic_radiograph(11, (120, 100))).save(folder / "frontal.png")
     Image.fromarray(synthetic_radiograph(12, (120, 100), np.uint16)).save(folder / "lateral.png")
     (folder / "notes.png").write_text("this is not an image")
+    write_dicom(folder / "frontal.dcm", synthetic_radiograph(11, (120, 100)), photometric="MONOCHROME1")
     annotation = {"test": [{"id": "s1", "image_path": ["frontal.png", "lateral.png"], "report": "x"}], "train": []}
     (folder / "annotation.json").write_text(json.dumps(annotation))
     return folder
@@ -160,6 +162,14 @@ def test_browser_upload_gives_report_chart_overlay_and_memory_rows(page, study, 
     assert "report_bank" in page.inner_text("#memory") and "sentence number" in page.inner_text("#memory")
     assert "the classifier" in page.inner_text("#agreement")
     _screenshot(page, tmp_path / "web_demo.png")
+
+
+def test_browser_takes_a_dicom_file(page, study):
+    page.reload()
+    page.set_input_files("#frontal input[type=file]", str(study / "frontal.dcm"))
+    page.click("#run")
+    page.wait_for_function("document.querySelector('#report textarea').value.trim().length > 0", timeout=120_000)
+    assert page.locator("#cam img").count() == 1
 
 
 def test_browser_shows_the_readers_error_for_a_file_that_is_not_an_image(page, study, tmp_path):
