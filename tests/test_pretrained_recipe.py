@@ -99,3 +99,17 @@ def test_stage1_needs_a_starting_model_or_an_explicit_preset(recipe, capsys):
                  "--init-from", str(root / "assembled")]) == 2
     assert "not both" in capsys.readouterr().err
     assert not (root / "nothing").exists()
+
+
+def test_stage2_writes_its_test_figures_into_the_best_models_card(recipe):
+    from amrg.hub.model_card import CARD_METRICS, card_metrics
+
+    root, _ = recipe
+    metrics = json.loads((root / "s2" / "metrics.json").read_text())
+    figures = card_metrics(root / "s2" / "best")
+    expected = {(group, key): metrics[group][key] for group, key, _, _ in CARD_METRICS
+                if key in metrics.get(group, {})}
+    assert expected and {(group, key): figures[group][key] for group, key in expected} == pytest.approx(expected)
+    # The banks were built from an annotation given without --dataset: nobody declared it open, so no texts.
+    config = json.loads((root / "with_banks" / "config.json").read_text())
+    assert config["report_bank"]["provenance"]["texts"] == "hashed"
