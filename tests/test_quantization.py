@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from conftest import random_banks, synthetic_radiograph
 from PIL import Image
@@ -47,3 +48,24 @@ def test_int8_quantises_the_llm_only_and_keeps_the_outputs(tmp_path, capsys):
                  "--max-new-tokens", "5"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert isinstance(printed["report"], str) and len(printed["probabilities"]) == 14
+
+
+def test_bitsandbytes_is_refused_off_cuda_and_configured_to_keep_the_method_in_float(monkeypatch, capsys, tmp_path):
+    import importlib.util
+
+    from amrg.hub import quantization
+
+    with pytest.raises(ValueError, match="CUDA device only.*--quantize int8"):
+        quantization.quantization_config("bnb-4bit", "cpu")
+    assert main(["generate", "--model", str(tmp_path / "none"), "x.png", "--quantize", "bnb-8bit",
+                 "--device", "cpu"]) == 2
+    assert "bitsandbytes runs on a CUDA device only" in capsys.readouterr().err
+    # On a CUDA machine without the package: the package is named. With it: the skip list is NOT_QUANTIZED.
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else object())
+    with pytest.raises(ValueError, match="pip install bitsandbytes"):
+        quantization.quantization_config("bnb-8bit", "cuda")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    four = quantization.quantization_config("bnb-4bit", "cuda:0")
+    assert four.load_in_4bit and four.bnb_4bit_quant_type == "nf4"
+    assert four.llm_int8_skip_modules == list(NOT_QUANTIZED)
+    assert quantization.quantization_config("bnb-8bit", "cuda").load_in_8bit

@@ -126,7 +126,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     with _collect_warnings(loading_logger, image_logger) as warnings:
         loading = {"dtype": dtype} if dtype is not None else {}
         if args.quantize is not None:
-            loading["quantization_config"] = quantization_config(args.quantize)
+            loading["quantization_config"] = quantization_config(args.quantize, device)
         model, processor = load_model_folder(args.model, allow_missing_weights=args.allow_missing_weights, **loading)
         model.to(device)
         inputs = processor(images=[list(args.images)]).to(device)  # unreadable images fail here, before generation
@@ -197,8 +197,9 @@ def add_model_commands(subparsers) -> None:
                           "get random values; a warning): for debugging, never for a real report")
     add_device_options(generate, "load the model in this dtype (default: as saved, e.g. a bf16 LLM stays bf16)")
     generate.add_argument("--quantize", choices=QUANTIZATIONS,
-                          help="quantise the LLM's linear layers on loading (torchao int8 weight-only; the disease "
-                               "encoder, memories and projections stay in floating point)")
+                          help="quantise the LLM's linear layers on loading: int8 (torchao weight-only, CPU or CUDA), "
+                               "bnb-8bit or bnb-4bit (bitsandbytes, CUDA only); the disease encoder, memories and "
+                               "projections stay in floating point")
 
     push = add_command(subparsers, "push",
                        "upload a model folder to the Hugging Face Hub (needs network and a token)", _cmd_push)
