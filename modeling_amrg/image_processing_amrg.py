@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.utils import logging
@@ -64,6 +64,8 @@ def load_grayscale(image: ImageLike, name: str | None = None) -> np.ndarray:
             try:
                 with Image.open(path) as handle:
                     handle.load()
+                    # A JPEG's EXIF orientation is applied, as `datasets.Image` and viewers do.
+                    ImageOps.exif_transpose(handle, in_place=True)
                     array = _pil_to_array(handle)
             except Image.DecompressionBombError as error:
                 raise ValueError(f"cannot read image file {path}: too many pixels for a radiograph "

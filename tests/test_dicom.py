@@ -4,8 +4,10 @@ code, in a fresh process) and `amrg data` accept `.dcm` files."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,7 +15,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from conftest import BLOCK_REPOSITORY, synthetic_radiograph
+from conftest import BLOCK_REPOSITORY, random_banks, synthetic_radiograph
 from PIL import Image
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
@@ -27,11 +29,15 @@ from pydicom.uid import (
 )
 from transformers.dynamic_module_utils import get_imports
 
-from amrg.cli import main
+from amrg.app.report_html import write_report_html
+from amrg.cli import main, train_main
+from amrg.data.batching import Stage1Collator, Stage2Collator, make_loader
 from amrg.data.loading import DataError, load_r2gen_dataset
 from amrg.data.saved_dataset import load_saved_dataset
 from amrg.hub.export import save_model_folder
-from modeling_amrg import image_processing_amrg, image_processing_amrg_dicom
+from amrg.memory.banks import build_visual_bank
+from amrg.memory.mining import read_regions
+from modeling_amrg import AmrgForDiseaseClassification, image_processing_amrg, image_processing_amrg_dicom
 from modeling_amrg.image_processing_amrg import load_grayscale
 from modeling_amrg.image_processing_amrg_dicom import DicomDependencyError, check_dicom_file, read_dicom
 
@@ -327,3 +333,139 @@ def test_the_data_command_accepts_dicom_studies_and_refuses_bad_ones(tmp_path, c
     error = capsys.readouterr().err
     assert "image files of split 'train' cannot be read" in error and "s2_1.dcm (the DICOM file has 2 frames" in error
 
+
+
+# -- training from DICOM: the steps read `image_paths` with the processor, never the PIL-decoded `images` ------------
+
+TWIN_REPORTS = {
+    "t1": "There is a small right pleural effusion.", "t2": "The heart is enlarged. Cardiomegaly.",
+    "t3": "Lungs are clear. No pneumothorax.", "t4": "Mild pulmonary edema.",
+    "t5": "Right lower lobe consolidation.", "v1": "Cardiomegaly with a left pleural effusion.",
+    "v2": "No acute cardiopulmonary process.", "x1": "Small left apical pneumothorax.",
+}
+
+
+@pytest.fixture(scope="module")
+def twins(tmp_path_factory):
+    """Eight studies (5 train, 2 val, 1 test; two views, 8- and 16-bit) written both as PNG and as DICOM holding the
+    same pixels, with one R2Gen annotation per format: `(folder, {"png": annotation, "dcm": annotation})`."""
+    folder = tmp_path_factory.mktemp("twins")
+    root = folder / "images"
+    root.mkdir()
+    annotations = {suffix: {"train": [], "val": [], "test": []} for suffix in ("png", "dcm")}
+    for index, (study, report) in enumerate(TWIN_REPORTS.items()):
+        split = {"t": "train", "v": "val", "x": "test"}[study[0]]
+        for view in (0, 1):
+            deep = view == 1  # the lateral as 12-bit values in 16-bit words, the frontal as 8 bits
+            pixels = picture(10 + 2 * index + view, (48 + 4 * view, 44), top=4000 if deep else 255)
+            pixels = pixels.astype(np.uint16 if deep else np.uint8)
+            Image.fromarray(pixels).save(root / f"{study}_{view}.png")
+            write_dicom(root / f"{study}_{view}.dcm", pixels)
+        for suffix, annotation in annotations.items():
+            annotation[split].append({"id": study, "report": report,
+                                      "image_path": [f"{study}_0.{suffix}", f"{study}_1.{suffix}"]})
+    paths = {}
+    for suffix, annotation in annotations.items():
+        paths[suffix] = folder / f"annotation_{suffix}.json"
+        paths[suffix].write_text(json.dumps(annotation))
+    return folder, paths
+
+
+def _stage1_losses(output) -> list[float]:
+    records = [json.loads(line) for line in (output / "stage1_log.jsonl").read_text().splitlines()]
+    return [record["loss"] for record in records if "loss" in record]
+
+
+def test_a_dicom_dataset_trains_stage1_as_the_same_pictures_in_png(twins, tmp_path, monkeypatch):
+    folder, annotations = twins
+    common = ["--preset", "tiny", "--epochs", "1", "--batch-size", "4", "--seed", "0"]
+    losses = {}
+    for suffix in ("png", "dcm"):
+        output = tmp_path / f"stage1_{suffix}"
+        assert train_main(["stage1", "--annotation", str(annotations[suffix]), "--image-root",
+                           str(folder / "images"), "--output-dir", str(output), *common]) == 0
+        losses[suffix] = _stage1_losses(output)
+        assert (output / "best" / "model.safetensors").is_file()
+    assert len(losses["dcm"]) == 2 and all(np.isfinite(losses["dcm"]))  # 5 studies in batches of 4
+    assert losses["dcm"] == losses["png"]  # the same pixels: the same losses, bit for bit
+    # A dataset saved by `amrg data`, its images moved and their new root given relative to the working directory:
+    # the loaded `image_paths` are absolute, and training gives the same losses again.
+    assert main(["data", "--annotation", str(annotations["dcm"]), "--image-root", str(folder / "images"),
+                 "--output", str(tmp_path / "saved")]) == 0
+    shutil.copytree(folder / "images", tmp_path / "moved")
+    monkeypatch.chdir(tmp_path)
+    loaded = load_saved_dataset("saved", image_root="moved")
+    first = loaded["train"]["image_paths"][0]
+    assert first == [str(tmp_path.resolve() / "moved" / f"t1_{view}.dcm") for view in (0, 1)]
+    assert train_main(["stage1", "--dataset-dir", "saved", "--image-root", "moved", "--output-dir",
+                       str(tmp_path / "stage1_saved"), *common]) == 0
+    assert _stage1_losses(tmp_path / "stage1_saved") == losses["dcm"]
+
+
+def test_mining_the_visual_bank_and_the_report_page_read_dicom_views(twins, tiny, tmp_path):
+    folder, annotations = twins
+    torch.manual_seed(0)
+    stage1 = AmrgForDiseaseClassification(tiny[0].config).eval()
+    stage1.save_pretrained(tmp_path / "stage1")
+    regions = {}
+    for suffix in ("png", "dcm"):
+        output = tmp_path / f"regions_{suffix}.jsonl"
+        assert train_main(["mine", "--stage1", str(tmp_path / "stage1"), "--annotation", str(annotations[suffix]),
+                           "--image-root", str(folder / "images"), "--tau", "0", "--top-k", "2", "--patch-size",
+                           "8", "--device", "cpu", "--output", str(output)]) == 0
+        regions[suffix] = read_regions(output)[0]
+    assert regions["dcm"] and regions["dcm"] == regions["png"]
+    model = copy.deepcopy(tiny[0])
+    model.set_memory_banks(**random_banks(model.config))
+    banks, pages = {}, {}
+    for suffix in ("png", "dcm"):
+        dataset = load_r2gen_dataset(annotations[suffix], folder / "images", cache_dir=tmp_path / f"cache_{suffix}")
+        banks[suffix] = build_visual_bank(stage1, dataset["train"], regions["dcm"], patch_size=8,
+                                          max_rows_per_disease=3)
+        predictions = tmp_path / f"predictions_{suffix}.jsonl"
+        predictions.write_text("".join(json.dumps({"id": study, "prediction": "no effusion."}) + "\n"
+                                       for study in dataset["val"]["id"]))
+        pages[suffix] = write_report_html(tmp_path / f"report_{suffix}.html", model, tiny[1], stage1,
+                                          dataset["val"], {}, predictions, n_studies=2).read_text()
+    assert banks["dcm"]["source_ids"] == banks["png"]["source_ids"] and banks["dcm"]["source_ids"]
+    assert torch.equal(banks["dcm"]["embeddings"], banks["png"]["embeddings"])
+    assert pages["dcm"].count("<section>") == 2 and pages["dcm"] == pages["png"]
+
+
+def test_batches_from_image_paths_equal_batches_from_the_decoded_images(tiny, tmp_path):
+    """What the training steps read changed from the `images` column (PIL images decoded by `datasets`) to the
+    `image_paths` column: for PNG and JPEG studies both give the same batches, bit for bit."""
+    root = tmp_path / "images"
+    root.mkdir()
+    gray = picture(20, (50, 46)).astype(np.uint8)
+    views = {  # 8-bit, 16-bit, colour, colour with alpha, palette, grey with alpha, JPEG
+        "gray.png": Image.fromarray(gray),
+        "deep.png": Image.fromarray(picture(21, (40, 52), top=60000).astype(np.uint16)),
+        "rgb.png": Image.fromarray(np.stack([gray, np.roll(gray, 5, axis=0), 255 - gray], axis=-1)),
+        "rgba.png": Image.fromarray(np.stack([gray, gray // 2, gray, np.full_like(gray, 200)], axis=-1)),
+        "palette.png": Image.fromarray(gray).convert("P"),
+        "la.png": Image.fromarray(gray).convert("LA"),
+        "photo.jpg": Image.fromarray(picture(22, (64, 60)).astype(np.uint8)),
+    }
+    for name, image in views.items():
+        image.save(root / name)
+    names = list(views)
+    annotation = {"train": [{"id": f"p{i}", "report": "The lungs are clear.",
+                             "image_path": [names[i], names[(i + 3) % len(names)]][: 1 + i % 2]}
+                            for i in range(len(names))], "val": [], "test": []}
+    (tmp_path / "annotation.json").write_text(json.dumps(annotation))
+    rows = load_r2gen_dataset(tmp_path / "annotation.json", root, cache_dir=tmp_path / "cache")["train"]
+    decoded = [row["images"] for row in rows]  # the PIL images `datasets` decodes
+    assert {image.mode for study in decoded for image in study} >= {"L", "RGB", "RGBA", "P", "LA"}
+    _, processor = tiny
+    for collate, reference in (
+            (Stage1Collator(processor.image_processor), processor.image_processor(decoded)),
+            (Stage2Collator(processor, 40), processor(images=decoded, reports=list(rows["report_clean"]),
+                                                      max_report_tokens=40))):
+        loader, _ = make_loader(rows, collate, batch_size=len(rows), seed=0, shuffle=False)
+        (batch,) = list(loader)
+        for key in ("pixel_values", "view_mask") + (("input_ids", "labels") if "input_ids" in batch else ()):
+            assert torch.equal(batch[key], reference[key]), key
+    # A dataset without file paths is refused, naming the column the steps read.
+    with pytest.raises(ValueError, match="no `image_paths` column"):
+        make_loader(rows.remove_columns("image_paths"), Stage1Collator(processor.image_processor), 2, 0, False)

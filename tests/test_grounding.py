@@ -1,6 +1,8 @@
 """The grounding diagnostics: the classifier-as-template row, findings carried, prefix information, memory use."""
 
 import copy
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,31 +62,39 @@ def test_findings_carried_counts_findings_the_report_drops():
     assert edema == {"seen": 2, "stated_when_seen": 0.5, "stated_when_not_seen": 0.5}
 
 
-def _rows(images: list[np.ndarray]) -> Dataset:
-    features = Features({"id": Value("string"), "images": List(ImageFeature()), "report_clean": Value("string")})
+def _rows(images: list[np.ndarray], folder) -> Dataset:
+    # The steps read the views from `image_paths`: the images are written to files in a fresh folder under `folder`.
+    folder = Path(tempfile.mkdtemp(dir=folder))
+    paths = [str(folder / f"s{i}.png") for i in range(len(images))]
+    for image, path in zip(images, paths):
+        Image.fromarray(image).save(path)
+    features = Features({"id": Value("string"), "image_paths": List(Value("string")), "images": List(ImageFeature()),
+                         "report_clean": Value("string")})
     return Dataset.from_dict({"id": [f"s{i}" for i in range(len(images))],
-                              "images": [[Image.fromarray(image)] for image in images],
+                              "image_paths": [[path] for path in paths], "images": [[path] for path in paths],
                               "report_clean": ["the heart size is normal .", "there is a small right effusion .",
                                                "no pneumothorax .", "there is cardiomegaly ."][:len(images)]},
                              features=features)
 
 
-def test_prefix_information_is_zero_when_every_study_looks_the_same(tiny):
+def test_prefix_information_is_zero_when_every_study_looks_the_same(tiny, tmp_path):
     model, processor = tiny
-    same = prefix_information(model, processor, _rows([synthetic_radiograph(0)] * 4), batch_size=4)
+    same = prefix_information(model, processor, _rows([synthetic_radiograph(0)] * 4, tmp_path), batch_size=4)
     assert same["gain_nats_per_token"] == pytest.approx(0.0, abs=1e-6)
-    different = prefix_information(model, processor, _rows([synthetic_radiograph(i) for i in range(4)]), batch_size=4)
+    different = prefix_information(model, processor, _rows([synthetic_radiograph(i) for i in range(4)], tmp_path),
+                                   batch_size=4)
     assert different["loss_own_image"] == pytest.approx(same["loss_own_image"], rel=0.5)
     assert different["gain_nats_per_token"] != pytest.approx(0.0, abs=1e-7)
     assert different["report_tokens"] > 0
 
 
-def test_memory_association_measures_the_share_on_the_query_s_own_disease(tiny):
+def test_memory_association_measures_the_share_on_the_query_s_own_disease(tiny, tmp_path):
     model = copy.deepcopy(tiny[0])
     banks = random_banks(model.config)
     banks["visual"]["disease_ids"] = [0] * len(banks["visual"]["disease_ids"])  # every row is observation 0
     model.set_memory_banks(**banks)
-    result = memory_association(model, tiny[1], _rows([synthetic_radiograph(i) for i in range(3)]), batch_size=2)
+    result = memory_association(model, tiny[1], _rows([synthetic_radiograph(i) for i in range(3)], tmp_path),
+                                batch_size=2)
     visual, report = result["visual"], result["report"]
     assert visual["own_disease_share"] == pytest.approx(1.0) and visual["chance"] == pytest.approx(1.0)
     assert list(visual["per_disease"]) == [model.config.observation_names[0]]
@@ -95,7 +105,8 @@ def test_memory_association_measures_the_share_on_the_query_s_own_disease(tiny):
     with torch.no_grad():
         ablation = copy.deepcopy(model)
         ablation.config.use_visual_memory = False
-    assert "visual" not in memory_association(ablation, tiny[1], _rows([synthetic_radiograph(0)]), batch_size=1)
+    assert "visual" not in memory_association(ablation, tiny[1], _rows([synthetic_radiograph(0)], tmp_path),
+                                              batch_size=1)
 
 
 def test_report_agreement_says_plainly_when_the_report_contradicts_the_probabilities():

@@ -36,7 +36,7 @@ def test_a_batch_from_precomputed_features_gives_the_loss_of_the_images(tiny, ph
     rows = phantoms["train"].select(range(6))
     cache = precompute_disease_features(Accelerator(cpu=True), model.disease_encoder, rows,
                                         processor.image_processor, batch_size=4)
-    items = [{"id": r["id"], "images": r["images"], "report_clean": r["report_clean"]} for r in rows]
+    items = [{"id": r["id"], "image_paths": r["image_paths"], "report_clean": r["report_clean"]} for r in rows]
     with torch.no_grad():
         from_images = model(**Stage2Collator(processor, 60)(items))
         from_cache = model(**CachedFeaturesCollator(processor, cache, 60)(items))

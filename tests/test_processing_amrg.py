@@ -239,3 +239,19 @@ def test_normalisation_comes_from_timms_data_config():
     assert vision_normalisation("vit_base_patch16_clip_224") == {"image_mean": clip["mean"], "image_std": clip["std"]}
     assert vision_normalisation("swin_base_patch4_window7_224")["image_mean"] == (0.485, 0.456, 0.406)
     assert vision_normalisation("not_a_timm_architecture") == {}
+
+
+def test_a_jpegs_exif_orientation_is_applied_as_datasets_does(tmp_path, radiograph):
+    import datasets
+
+    from modeling_amrg.image_processing_amrg import load_grayscale
+
+    picture = Image.fromarray(radiograph(5, (40, 30)))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    picture.save(tmp_path / "rotated.jpg", exif=exif.tobytes(), quality=95)
+    read = load_grayscale(tmp_path / "rotated.jpg")
+    assert read.shape == (30, 40)
+    decoded = datasets.Dataset.from_dict({"image": [str(tmp_path / "rotated.jpg")]}).cast_column(
+        "image", datasets.Image())[0]["image"]
+    np.testing.assert_array_equal(read, load_grayscale(decoded))

@@ -121,10 +121,12 @@ def test_mining_finds_a_known_finding_more_often_than_chance(tmp_path):
         frontal, _, study_masks = render_study(labels, findings, seed=study, size=64)
         path = tmp_path / "img" / f"{study}.png"
         Image.fromarray(frontal).save(path)
-        rows.append({"id": str(study), "images": [str(path)], "labels": [float(v) for v in labels]})
+        rows.append({"id": str(study), "image_paths": [str(path)], "images": [str(path)],
+                     "labels": [float(v) for v in labels]})
         if "Pleural Effusion" in study_masks:
             masks[(str(study), "Pleural Effusion")] = study_masks["Pleural Effusion"]
-    features = Features({"id": Value("string"), "images": List(ImageFeature()), "labels": List(Value("float32"))})
+    features = Features({"id": Value("string"), "image_paths": List(Value("string")), "images": List(ImageFeature()),
+                         "labels": List(Value("float32"))})
     data = Dataset.from_list(rows, features=features)
     torch.manual_seed(0)
     model = AmrgForDiseaseClassification(AmrgConfig.from_preset("tiny"))

@@ -14,10 +14,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from amrg.data.batching import labels_tensor
+from amrg.data.batching import labels_tensor, select_study_columns
 from amrg.evaluation.grounding import report_agreement
 from amrg.fileio import write_text
 from amrg.memory.mining import frontal_cam
+from modeling_amrg.image_processing_amrg import load_grayscale
 
 
 def _png(array: np.ndarray) -> str:
@@ -46,7 +47,8 @@ def _most_likely_finding(probabilities: list[float], names: list[str]) -> int:
 
 def write_report_html(path: Path, model, processor, stage1, rows, metrics: dict, predictions_path: Path,
                       n_studies: int = 6) -> Path:
-    """Write the page for the first `n_studies` of `rows` (a split with `id`, `images`, `report`, `labels`).
+    """Write the page for the first `n_studies` of `rows` (a split with `id`, `image_paths`, `report`, `labels`);
+    the views are read from their paths (PNG, JPEG or DICOM).
 
     The probabilities, disease queries and memory rows are `model`'s, named by its `config.observation_names`; the
     Grad-CAM overlay is the `stage1` classifier's logit of the same observation, found by name."""
@@ -56,9 +58,11 @@ def write_report_html(path: Path, model, processor, stage1, rows, metrics: dict,
                    for line in Path(predictions_path).read_text().splitlines() if line.strip()}
     image_processor = processor.image_processor
     sections = []
-    for index in range(min(n_studies, len(rows))):
-        row = rows[index]
-        inputs = processor(images=[row["images"]])
+    # Only the columns read here: a whole row would decode the lazy `images` column too (PIL cannot read DICOM).
+    shown = select_study_columns(rows, ("id", "image_paths", "report", "labels"))
+    for index in range(min(n_studies, len(shown))):
+        row = shown[index]
+        inputs = processor(images=[row["image_paths"]])
         with torch.no_grad():
             image = model.get_image_features(inputs["pixel_values"], inputs["view_mask"],
                                              output_hopfield_associations=True)
@@ -67,7 +71,8 @@ def write_report_html(path: Path, model, processor, stage1, rows, metrics: dict,
         # The CAM is the stage-1 classifier's: its logit of the same observation, which may sit elsewhere there.
         overlay = (_cam_overlay(stage1, inputs["pixel_values"][0, 0], stage1_names.index(names[top]), image_processor)
                    if names[top] in stage1_names else None)
-        frontal = np.asarray(row["images"][0].convert("L"))
+        # The frontal view as the model reads it (grey, min-max scaled), as 8 bits.
+        frontal = np.round(load_grayscale(row["image_paths"][0]) * 255).astype(np.uint8)
         memory_rows = []
         for bank, associations in (("visual_bank", image.visual_associations),
                                    ("report_bank", image.report_associations)):

@@ -1,5 +1,10 @@
 """Turning a `datasets.Dataset` of studies into batches: a deterministic, resumable data order (`EpochSampler`), index
-access with images decoded on access (`StudyDataset`), the collators of both stages, and `make_loader`."""
+access to the columns a step reads (`StudyDataset`), the collators of both stages, and `make_loader`.
+
+The collators read each study's views from the files named in `image_paths` with the image processor
+(`load_grayscale`: PNG, JPEG, 16-bit, DICOM), not from the `images` column, which `datasets` decodes with PIL and so
+cannot read DICOM. A PNG or JPEG gives the same pixels either way: the processor reads a path and a PIL image with
+the same code (a test compares the batches bit for bit)."""
 
 from __future__ import annotations
 
@@ -33,11 +38,30 @@ class EpochSampler(Sampler[int]):
         return self.size
 
 
-class StudyDataset(Dataset):
-    """Index access to a `datasets.Dataset` of studies (images decoded on access)."""
+STUDY_COLUMNS = ("id", "image_paths", "labels", "report_clean")
 
-    def __init__(self, rows: Any, columns: tuple[str, ...] = ("id", "images", "labels", "report_clean")) -> None:
-        self.rows, self.columns = rows, columns
+
+def select_study_columns(rows: Any, columns: Sequence[str]) -> Any:
+    """`rows` (a `datasets.Dataset`) narrowed to those of `columns` it has, so that reading a row decodes nothing
+    else: `rows[i]` decodes every column, the lazy `images` column included (with PIL, which refuses a DICOM file
+    and costs a decode of every view the step reads again from its path). Other sequences of rows are returned as
+    they are. A requested `image_paths` column that is missing is refused: the views are read from those paths."""
+    names = getattr(rows, "column_names", None)
+    if names is None:
+        return rows
+    if "image_paths" in columns and "image_paths" not in names:
+        raise ValueError(f"the dataset has no `image_paths` column (it has {names}): the views of each study are read "
+                         "from their file paths; build the dataset with `load_r2gen_dataset`, `load_user_studies` or "
+                         "`load_saved_dataset` (`amrg data`)")
+    return rows.select_columns([name for name in columns if name in names])
+
+
+class StudyDataset(Dataset):
+    """Index access to the `columns` of a `datasets.Dataset` of studies; only those columns are read (the views are
+    read from `image_paths` by the collators, not decoded here)."""
+
+    def __init__(self, rows: Any, columns: tuple[str, ...] = STUDY_COLUMNS) -> None:
+        self.rows, self.columns = select_study_columns(rows, columns), columns
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -73,26 +97,27 @@ def labels_tensor(batch: list[dict], observation_names: Sequence[str] | None = N
 
 
 class Stage1Collator:
-    """Studies -> pixel_values, view_mask, labels (NaN blank)."""
+    """Studies (`image_paths`, `labels`) -> pixel_values, view_mask, labels (NaN blank)."""
 
     def __init__(self, image_processor: AmrgImageProcessor) -> None:
         self.image_processor = image_processor
 
     def __call__(self, batch: list[dict]) -> dict:
-        encoded = self.image_processor([item["images"] for item in batch])
+        encoded = self.image_processor([item["image_paths"] for item in batch])
         return {"pixel_values": encoded["pixel_values"], "view_mask": encoded["view_mask"],
                 "labels": labels_tensor(batch)}
 
 
 class Stage2Collator:
-    """Studies -> the processor's inputs with target reports (right padding, labels -100 on prompt and padding)."""
+    """Studies (`image_paths`, `report_clean`) -> the processor's inputs with target reports (right padding, labels
+    -100 on prompt and padding)."""
 
     def __init__(self, processor: AmrgProcessor, max_report_tokens: int | None = None, with_targets: bool = True):
         self.processor, self.max_report_tokens, self.with_targets = processor, max_report_tokens, with_targets
 
     def __call__(self, batch: list[dict]) -> dict:
         reports = [item["report_clean"] for item in batch] if self.with_targets else None
-        encoded = self.processor(images=[item["images"] for item in batch], reports=reports,
+        encoded = self.processor(images=[item["image_paths"] for item in batch], reports=reports,
                                  max_report_tokens=self.max_report_tokens)
         return dict(encoded)
 
@@ -100,7 +125,7 @@ class Stage2Collator:
 def make_loader(dataset: Any, collate, batch_size: int, seed: int, shuffle: bool, num_workers: int = 0,
                 columns: tuple[str, ...] | None = None):
     """A DataLoader over the studies of `dataset` in `EpochSampler` order; `columns`: the fields read per study
-    (default `StudyDataset`'s; fewer columns decode less)."""
+    (default `STUDY_COLUMNS`; no other column is read, so the lazy `images` column is never decoded)."""
     sampler = EpochSampler(len(dataset), seed, shuffle)
     # A DataLoader draws a base seed when an iterator starts; from its own generator, not the global RNG, so that
     # a resumed run (which starts a fresh iterator after restoring the RNG states) sees the same dropout masks.
@@ -110,5 +135,5 @@ def make_loader(dataset: Any, collate, batch_size: int, seed: int, shuffle: bool
     return loader, sampler
 
 
-__all__ = ["EpochSampler", "Stage1Collator", "Stage2Collator", "StudyDataset", "label_columns", "labels_tensor",
-           "make_loader"]
+__all__ = ["STUDY_COLUMNS", "EpochSampler", "Stage1Collator", "Stage2Collator", "StudyDataset", "label_columns",
+           "labels_tensor", "make_loader", "select_study_columns"]

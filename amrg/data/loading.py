@@ -13,6 +13,10 @@ Every study becomes one row:
 | `report_clean` | string | the R2Gen-lineage cleaning of the dataset (`modeling_amrg.processing_amrg_reports`) |
 | `labels` | list of float32 (14) | 1 / 0 / -1 / NaN (blank) in `CHEXPERT_OBSERVATIONS` order |
 
+The training, mining and evaluation steps read the views from `image_paths` with the image processor (`load_grayscale`,
+which reads DICOM too) and never read `images`, which `datasets` decodes with PIL (no DICOM); it is kept for users who
+look at the pictures (`dataset["train"][0]["images"]`, PNG and JPEG).
+
 Bad input is refused before anything is built, with every offending entry named: a missing file or split, a file
 that is not UTF-8 or not valid JSON (or repeats a key in an object), an entry without an id, a report (one without a
 word counts as none) or images, an id used twice in a split or in two splits (leakage), an image file used by studies

@@ -121,7 +121,8 @@ def load_saved_dataset(
     missing_images: str = "error",
 ) -> DatasetDict:
     """A dataset saved by `amrg data` (`save_dataset`), with the columns of `load_r2gen_dataset`: `image_paths`
-    absolute under `image_root` (default: the root recorded when it was saved) and the lazy `images` column.
+    absolute under `image_root` (default: the root recorded when it was saved; a relative one is made absolute and
+    resolved, as `load_r2gen_dataset` resolves its paths) and the lazy `images` column.
 
     Refused, naming the folder: a folder that is not a saved dataset or was saved by another format version, a
     split or column that differs from its manifest, an image root that does not exist, and image files that are
@@ -136,6 +137,9 @@ def load_saved_dataset(
         given = "--image-root" if image_root is not None else f"the image root recorded in {folder / MANIFEST}"
         raise FileNotFoundError(f"saved dataset {folder}: {given} {root} is not a folder (if the images moved, "
                                 "give their new root with --image-root)")
+    # Absolute, as `load_r2gen_dataset` makes them: the steps read the views from `image_paths`, whatever the
+    # working directory is then (a relative --image-root would otherwise give paths relative to it).
+    root = root.resolve()
     try:
         stored = load_from_disk(str(folder))
     except (FileNotFoundError, ValueError, OSError) as error:

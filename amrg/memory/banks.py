@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
 from amrg.data.batching import label_columns
-from amrg.data.labeler import ReportLabeler
+from amrg.data.labeler import ReportLabeler, split_sentences
 from amrg.hub.tokenizer import train_report_tokenizer
 from amrg.memory.mining import TRAIN_SPLIT, Region, masked_image, mining_provenance
 from modeling_amrg import AmrgForDiseaseClassification, AmrgImageProcessor
@@ -206,11 +206,12 @@ def build_visual_bank(
             cells_of[candidate.region].append(candidate.cell)
     needed = sorted(cells_of)
     index_of = {study: i for i, study in enumerate(rows["id"])}
+    paths = rows["image_paths"]  # the column alone: a whole row would decode the lazy `images` too (not DICOM)
     vectors: dict[tuple[int, int], torch.Tensor] = {}
     for first in tqdm(range(0, len(needed), batch_size), desc="encoding visual bank"):
         chunk = needed[first:first + batch_size]
         images = torch.stack([
-            masked_image(processor.preprocess_view(rows[index_of[regions[r].study_id]]["images"][0]),
+            masked_image(processor.preprocess_view(paths[index_of[regions[r].study_id]][0]),
                          regions[r].patches, patch_size, fill) for r in chunk])
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             tokens = tower.encode_views(images.to(device))  # (B, grid*grid, width)
@@ -241,10 +242,8 @@ def build_visual_bank(
     }
 
 
-def split_report_sentences(report: str) -> list[str]:
-    """Sentences of a report, original case, without list markers."""
-    text = re.sub(r"(?:^|\s)\d{1,2}[.)]\s+", " ", report.replace("\n", " "))
-    return [s.strip() for s in re.split(r"(?<=[.!?])\s+|\.\s*$", text) if s and len(s.strip()) > 2]
+# Sentences this short ("a", "ok") say nothing a memory row could carry.
+MIN_SENTENCE_CHARACTERS = 3
 
 
 def assign_sentences(reports: list[str], labeler, observation_names: Sequence[str] | None = None
@@ -260,7 +259,8 @@ def assign_sentences(reports: list[str], labeler, observation_names: Sequence[st
     # (column of the labeler's output, name) of the model's findings, in the labeler's order.
     findings = sorted((column, name) for column, name in zip(label_columns(names), names) if name != "No Finding")
     no_finding = CHEXPERT_OBSERVATIONS.index("No Finding") if "No Finding" in names else None
-    counts = Counter(sentence for report in reports for sentence in split_report_sentences(report))
+    counts = Counter(sentence for report in reports for sentence in split_sentences(report, lowercase=False)
+                     if len(sentence) >= MIN_SENTENCE_CHARACTERS)
     assignment = {}
     for sentence in counts:
         labels = labeler.label(sentence)

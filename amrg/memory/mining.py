@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 from torch import nn
 from tqdm.auto import tqdm
 
-from amrg.data.batching import label_columns
+from amrg.data.batching import label_columns, select_study_columns
 from amrg.fileio import write_json, write_json_lines
 from modeling_amrg import AmrgForDiseaseClassification, AmrgImageProcessor
 
@@ -200,8 +200,8 @@ def mine_regions(
     autocast_dtype: torch.dtype | None = None,
     observations: Sequence[str] | None = None,
 ) -> tuple[list[Region], dict]:
-    """Mine regions from `rows` (a `datasets.Dataset` split with `id`, `images`, `labels` in `CHEXPERT_OBSERVATIONS`
-    order).
+    """Mine regions from `rows` (a `datasets.Dataset` split with `id`, `image_paths`, `labels` in
+    `CHEXPERT_OBSERVATIONS` order); each study's frontal view is read from its path (PNG, JPEG or DICOM).
 
     The model runs where it is (move it to the device first); `autocast_dtype` (e.g. `torch.bfloat16`) runs its
     forward under autocast. `batch_size` images go forward together, each once for all its positive observations
@@ -232,10 +232,12 @@ def mine_regions(
     for pair in pairs:
         by_study.setdefault(pair[0], []).append(pair)
     studies_in_order = list(by_study)
+    # Only the columns read here: a whole row would decode the lazy `images` column too (PIL cannot read DICOM).
+    views = select_study_columns(rows, ("id", "image_paths"))
     with frontal_cam(model, cam_method) as cam, tqdm(total=len(pairs), desc=f"mining ({cam_method})") as progress:
         for first in range(0, len(studies_in_order), batch_size):
             studies = studies_in_order[first:first + batch_size]
-            images = {i: processor.preprocess_view(rows[i]["images"][0]) for i in studies}
+            images = {i: processor.preprocess_view(views[i]["image_paths"][0]) for i in studies}
             batch = torch.stack([images[i] for i in studies])
             # Autocast rather than casting the weights: grad-cam reads activations and gradients as numpy arrays,
             # which have no bfloat16 (the final LayerNorm, the CAM's target layer, runs in fp32 under autocast).
@@ -246,7 +248,7 @@ def mine_regions(
             chunk = [pair for i in studies for pair in by_study[i]]
             progress.update(len(chunk))
             for (i, observation, index), cam_map in zip(chunk, (m for per_image in maps for m in per_image)):
-                study = rows[i]["id"]
+                study = views[i]["id"]
                 patches, scores = select_patches(cam_map, patch_size, tau, top_k)
                 if patches:
                     regions.append(Region(study, observation, index, patches, scores))
