@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from amrg.app.explain import cam_overlay, most_likely_finding
 from amrg.data.batching import labels_tensor, select_study_columns
 from amrg.evaluation.grounding import report_agreement
 from amrg.fileio import write_text
-from amrg.memory.mining import frontal_cam
 from modeling_amrg.image_processing_amrg import load_grayscale
 
 
@@ -25,24 +25,6 @@ def _png(array: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def _cam_overlay(stage1, pixels: torch.Tensor, target: int, image_processor) -> np.ndarray:
-    from pytorch_grad_cam.utils.image import show_cam_on_image
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    with frontal_cam(stage1) as cam:
-        heat = cam(input_tensor=pixels[None], targets=[ClassifierOutputTarget(target)])[0]
-    mean = torch.tensor(image_processor.image_mean).view(3, 1, 1)
-    std = torch.tensor(image_processor.image_std).view(3, 1, 1)
-    rgb = (pixels * std + mean).clamp(0, 1).permute(1, 2, 0).numpy().astype(np.float32)
-    return show_cam_on_image(rgb, heat, use_rgb=True)
-
-
-def _most_likely_finding(probabilities: list[float], names: list[str]) -> int:
-    """Index of the most probable observation other than "No Finding" (a model of "No Finding" alone: that one)."""
-    findings = [index for index, name in enumerate(names) if name != "No Finding"] or list(range(len(names)))
-    return max(findings, key=lambda index: probabilities[index])
 
 
 def write_report_html(path: Path, model, processor, stage1, rows, metrics: dict, predictions_path: Path,
@@ -67,9 +49,9 @@ def write_report_html(path: Path, model, processor, stage1, rows, metrics: dict,
             image = model.get_image_features(inputs["pixel_values"], inputs["view_mask"],
                                              output_hopfield_associations=True)
         probabilities = torch.sigmoid(image.disease_logits[0].float()).tolist()
-        top = _most_likely_finding(probabilities, names)
+        top = most_likely_finding(probabilities, names)
         # The CAM is the stage-1 classifier's: its logit of the same observation, which may sit elsewhere there.
-        overlay = (_cam_overlay(stage1, inputs["pixel_values"][0, 0], stage1_names.index(names[top]), image_processor)
+        overlay = (cam_overlay(stage1, inputs["pixel_values"][0, 0], stage1_names.index(names[top]), image_processor)
                    if names[top] in stage1_names else None)
         # The frontal view as the model reads it (grey, min-max scaled), as 8 bits.
         frontal = np.round(load_grayscale(row["image_paths"][0]) * 255).astype(np.uint8)
