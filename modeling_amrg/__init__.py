@@ -21,9 +21,11 @@ from .modeling_amrg import (
 from .modeling_amrg_hopfield import (
     AmrgHopfieldMemory,
     hopfield_association,
+    hopfield_association_top_k,
     hopfield_energy,
     hopfield_energy_grad,
     hopfield_read,
+    hopfield_read_top_k,
     hopfield_retrieve,
 )
 from .processing_amrg import AmrgProcessor
@@ -49,7 +51,9 @@ __all__ = [
     "hopfield_association",
     "hopfield_energy",
     "hopfield_energy_grad",
+    "hopfield_association_top_k",
     "hopfield_read",
+    "hopfield_read_top_k",
     "hopfield_retrieve",
     "report_generation_config",
 ]

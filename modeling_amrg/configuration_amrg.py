@@ -209,6 +209,15 @@ class AmrgHopfieldConfig(PretrainedConfig):
             log-sum-exp (as flash attention does), so that its temporary memory is bounded by the chunk instead of
             growing with the bank (a million-row report memory). Banks of at most this many rows (the paper's 6,943
             and 6,000) are read in one piece, exactly as before. `None` never chunks.
+        retrieval_top_k (`int`, *optional*, defaults to `None`):
+            `None` (the default): every update of the `"energy"` mode attends over the whole bank, exactly as eq. 3-5.
+            A positive integer k: each update attends only over the k bank rows of largest score f*.m_j (found with
+            `torch.topk`, chunk by chunk with a running top k, so memory stays bounded by `retrieval_chunk_rows`),
+            i.e. the softmax of eq. 5 truncated to its k largest terms (`hopfield_read_top_k`). An approximation
+            meant for million-row memories at inference; the association weights returned are then zero outside the
+            k rows selected at the final state. Banks of at most k rows are read exactly. Gradients flow through the
+            selected rows, so training with it is possible, but it is never the default. Not available in the
+            `"ramsauer"` mode. A saved configuration without the field loads as `None` (exact).
     """
 
     model_type = "amrg_hopfield"
@@ -230,6 +239,7 @@ class AmrgHopfieldConfig(PretrainedConfig):
         normalize_stored_pattern: bool = True,
         dropout: float = 0.0,
         retrieval_chunk_rows: int | None = 65536,
+        retrieval_top_k: int | None = None,
         **kwargs: Any,
     ) -> None:
         _refuse_unknown_keys(self.base_config_key, kwargs, type(self), self.model_type)
@@ -258,7 +268,12 @@ class AmrgHopfieldConfig(PretrainedConfig):
         _require(_is_real(dropout) and 0 <= dropout < 1, f"{field}.dropout", dropout, "in [0, 1)")
         _require(retrieval_chunk_rows is None or (_is_int(retrieval_chunk_rows) and retrieval_chunk_rows >= 1),
                  f"{field}.retrieval_chunk_rows", retrieval_chunk_rows, "a positive integer or null (never chunk)")
+        _require(retrieval_top_k is None or (_is_int(retrieval_top_k) and retrieval_top_k >= 1),
+                 f"{field}.retrieval_top_k", retrieval_top_k, "a positive integer or null (exact retrieval)")
+        _require(retrieval_top_k is None or mode == "energy", f"{field}.retrieval_top_k", retrieval_top_k,
+                 'null in the "ramsauer" mode (top-k reads exist for the "energy" mode only)')
         self.retrieval_chunk_rows = retrieval_chunk_rows
+        self.retrieval_top_k = retrieval_top_k
         self.mode = mode
         self.hidden_size = hidden_size
         self.scaling = float(scaling)

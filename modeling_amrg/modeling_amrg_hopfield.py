@@ -1,7 +1,8 @@
 # Copyright 2026 The AM-MRG authors. Licensed under the Apache License, Version 2.0.
 # The "ramsauer" update follows the Hopfield layer of Ramsauer et al., "Hopfield Networks is All You Need" (2021), as
 # implemented in ml-jku/hopfield-layers (BSD-3); written anew here because hflayers may not be imported by remote code.
-"""Modern Hopfield retrieval (paper eq. 2-6): energy, gradient, iterative update and association weights."""
+"""Modern Hopfield retrieval (paper eq. 2-6): energy, gradient, iterative update and association weights; chunked
+reads of large banks, and an optional top-k read (`hopfield_read_top_k`) that truncates eq. 5's softmax."""
 
 from __future__ import annotations
 
@@ -75,6 +76,144 @@ def hopfield_read(
     return weighted / total.unsqueeze(-1)
 
 
+def _top_k_rows(
+    state: torch.Tensor, stored: torch.Tensor, top_k: int, chunk_rows: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(scores, rows)`, both `(..., top_k)`: the largest scores state . m_j (fp32, unscaled, computed as
+    `hopfield_read` computes them) and the indices of their rows, largest first, without gradients.
+
+    The bank is scanned in chunks of `chunk_rows` rows: each chunk's top k is merged with the running top k (the two
+    concatenated, the top k of those kept), so the temporaries are one chunk's `(..., chunk_rows)` scores and
+    `(..., 2 top_k)` candidates whatever the bank's size. The scores are not scaled: the positive factor of eq. 5
+    does not change their order."""
+    rows = stored.shape[0]
+    step = rows if chunk_rows is None else chunk_rows
+    query = state.detach().float()
+    best_scores = best_rows = None
+    with torch.no_grad():
+        for start in range(0, rows, step):
+            scores = query @ stored[start:start + step].detach().float().transpose(0, 1)
+            scores, found = scores.topk(min(top_k, scores.shape[-1]), dim=-1)
+            found += start
+            if best_scores is not None:
+                scores = torch.cat([best_scores, scores], dim=-1)
+                found = torch.cat([best_rows, found], dim=-1)
+                scores, order = scores.topk(min(top_k, scores.shape[-1]), dim=-1)
+                found = found.gather(-1, order)
+            best_scores, best_rows = scores, found
+    return best_scores, best_rows
+
+
+def _weighted_rows(stored: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor, chunk_rows: int | None
+                   ) -> torch.Tensor:
+    """`(..., d)` sum_j weights_j stored[rows_j] in fp32, for `(..., k)` rows and weights (no gradients needed)."""
+    k, d = rows.shape[-1], stored.shape[-1]
+    flat_rows, flat_weights = rows.reshape(-1, k), weights.reshape(-1, k)
+    if stored.dtype == torch.float32:
+        # embedding_bag sums the weighted rows without materialising the (queries, k, d) gather: at k = 2048 it is
+        # about ten times faster than gathering on a CPU.
+        read = nn.functional.embedding_bag(flat_rows, stored, per_sample_weights=flat_weights, mode="sum")
+    else:
+        # Other dtypes are summed in fp32, as the exact read does, from gathered rows, a chunk's worth at a time.
+        per_slice = flat_rows.shape[0] if chunk_rows is None else max(1, chunk_rows // k)
+        read = torch.cat([
+            (flat_weights[start:start + per_slice].unsqueeze(-2)
+             @ stored[flat_rows[start:start + per_slice]].float()).squeeze(-2)
+            for start in range(0, flat_rows.shape[0], per_slice)])
+    return read.reshape(*rows.shape[:-1], d)
+
+
+def hopfield_read_top_k(
+    state: torch.Tensor,
+    stored: torch.Tensor,
+    top_k: int,
+    inverse_temperature: float = 1.0,
+    chunk_rows: int | None = None,
+    return_selection: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The top-k read: it approximates the Hopfield update of eq. 3 (through its gradient, eq. 4, with alpha of eq. 5)
+    by truncating the softmax of eq. 5 to its `top_k` largest terms. The retrieved memory sum_j alpha_j m_j becomes
+    r = sum_{j in S} softmax_{S}(inverse_temperature * f*.m_j / sqrt(d)) m_j, where S holds the `top_k` rows of
+    largest score f*.m_j (the scores the exact softmax uses), chosen with `torch.topk`. In fp32, as `hopfield_read`.
+
+    The exact read weighs every row; when the scores are sharp (a query close to a few stored patterns) the rows
+    outside S carry almost no weight and the result is close to exact. When they are spread out (a query with no
+    stored pattern near it, e.g. random queries against a random bank) S misses part of the weight, most of it when
+    the softmax is nearly flat, and the result is a poor approximation: see `bench_million_rows.py --top-k`.
+
+    The selection scans the bank in chunks of `chunk_rows` rows with a running top k (`_top_k_rows`), so its
+    temporaries are one chunk's scores whatever the bank's size; it still scores every row, so a step costs the
+    score product of the exact read, without its exponentials and weighted sum (at most about 2x faster). Without
+    gradients the softmax is taken over the selection's own scores and the weighted sum made by `embedding_bag`
+    (fp32 banks). With gradients (`state` or `stored` requiring them) the selection, piecewise constant, carries
+    none; the scores, softmax and weighted sum over the selected rows are recomputed differentiably from the gathered
+    rows, at most `chunk_rows // top_k` state vectors at a time, so gradients reach `state` and the selected rows of
+    `stored` as in the exact read. A bank of at most `top_k` rows is read exactly by `hopfield_read`.
+
+    Args:
+        state: `(..., d)` state patterns f*.
+        stored: `(N, d)` stored patterns m_j.
+        top_k: rows kept per state pattern (>= 1).
+        inverse_temperature: the factor on the logits (> 0), as in `hopfield_association`.
+        chunk_rows: rows per chunk of the selection (`None`: the whole bank at once).
+        return_selection: also return the weights and the rows they belong to.
+
+    Returns:
+        `(..., d)` the retrieved memory; with `return_selection`, `(read, weights, rows)`: `(..., k')` softmax weights
+        over the selected rows and their `(..., k')` row indices (largest score first when N > top_k), where
+        k' = min(top_k, N).
+    """
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"`top_k` must be a positive integer, got {top_k!r}")
+    if not inverse_temperature > 0:
+        raise ValueError(f"`inverse_temperature` must be > 0 (it must not reorder the scores), got "
+                         f"{inverse_temperature!r}")
+    rows, d = stored.shape[0], state.shape[-1]
+    if rows <= top_k:
+        # Every row is selected: the truncated softmax is the softmax itself.
+        read = hopfield_read(state, stored, inverse_temperature, chunk_rows)
+        if not return_selection:
+            return read
+        weights = hopfield_association(state, stored, inverse_temperature)
+        return read, weights, torch.arange(rows, device=stored.device).expand(weights.shape)
+    scores, selected = _top_k_rows(state, stored, top_k, chunk_rows)
+    scale = inverse_temperature / math.sqrt(d)
+    if not (torch.is_grad_enabled() and (state.requires_grad or stored.requires_grad)):
+        weights = torch.softmax(scores * scale, dim=-1)
+        read = _weighted_rows(stored, selected, weights, chunk_rows)
+        return (read, weights, selected) if return_selection else read
+    query = state.float().reshape(-1, d)
+    flat_rows = selected.reshape(-1, top_k)
+    # The gathered rows (queries, top_k, d) are the one large temporary: bound them by one chunk of the bank.
+    per_slice = query.shape[0] if chunk_rows is None else max(1, chunk_rows // top_k)
+    reads, weights = [], []
+    for start in range(0, query.shape[0], per_slice):
+        block = stored[flat_rows[start:start + per_slice]].float()
+        logits = (block @ query[start:start + per_slice].unsqueeze(-1)).squeeze(-1) * scale
+        slice_weights = torch.softmax(logits, dim=-1)
+        reads.append((slice_weights.unsqueeze(-2) @ block).squeeze(-2))
+        weights.append(slice_weights)
+    read = torch.cat(reads).reshape(*state.shape[:-1], stored.shape[-1])
+    if not return_selection:
+        return read
+    return read, torch.cat(weights).reshape(selected.shape), selected
+
+
+def hopfield_association_top_k(
+    state: torch.Tensor, stored: torch.Tensor, top_k: int, inverse_temperature: float = 1.0,
+    chunk_rows: int | None = None,
+) -> torch.Tensor:
+    """The association weights of the top-k read (`hopfield_read_top_k`) at full size: `(..., N)` in fp32, the
+    truncated softmax on the `top_k` selected rows and exactly zero elsewhere (each row still sums to 1). Equal to
+    `hopfield_association` when N <= top_k."""
+    if stored.shape[0] <= top_k:
+        return hopfield_association(state, stored, inverse_temperature)
+    _, weights, selected = hopfield_read_top_k(state, stored, top_k, inverse_temperature, chunk_rows,
+                                               return_selection=True)
+    full = weights.new_zeros(*state.shape[:-1], stored.shape[0])
+    return full.scatter(-1, selected, weights)
+
+
 def hopfield_energy(
     state: torch.Tensor, query: torch.Tensor, stored: torch.Tensor, beta: float, beta_role: str = "inverse_temperature"
 ) -> torch.Tensor:
@@ -103,6 +242,7 @@ def hopfield_energy_grad(
     beta: float,
     beta_role: str = "inverse_temperature",
     chunk_rows: int | None = None,
+    top_k: int | None = None,
 ) -> torch.Tensor:
     """Eq. 4, exact, with alpha from `hopfield_association`:
 
@@ -110,10 +250,15 @@ def hopfield_energy_grad(
     - `"inverse_temperature"`: dE/df* = 2 (f* - f) - 2 sum_j alpha_j m_j, alpha_j = softmax_j(beta z_j).
 
     The paper prints eq. 4 without the 1/sqrt(d) factor; the factor is what the derivative of eq. 2 gives, and it is
-    what makes eq. 3 a descent on eq. 2 (tests compare with autograd). `chunk_rows`: see `hopfield_read`."""
+    what makes eq. 3 a descent on eq. 2 (tests compare with autograd). `chunk_rows`: see `hopfield_read`.
+    `top_k`: the sum over the `top_k` rows of largest score only (`hopfield_read_top_k`, an approximation); `None`
+    is exact."""
     inverse_temperature = _inverse_temperature(beta, beta_role)
     d = state.shape[-1]
-    retrieved = hopfield_read(state, stored, inverse_temperature, chunk_rows)
+    if top_k is None:
+        retrieved = hopfield_read(state, stored, inverse_temperature, chunk_rows)
+    else:
+        retrieved = hopfield_read_top_k(state, stored, top_k, inverse_temperature, chunk_rows)
     if beta_role == "as_printed":
         return 2.0 * (state.float() - query.float()) - (beta / math.sqrt(d)) * retrieved
     return 2.0 * (state.float() - query.float()) - 2.0 * retrieved
@@ -129,6 +274,7 @@ def hopfield_retrieve(
     return_associations: bool = True,
     beta_role: str = "inverse_temperature",
     chunk_rows: int | None = None,
+    top_k: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """Eq. 3 iterated from f* = f until no state moves by more than `eps` or `max_steps` updates; eq. 6's output.
 
@@ -139,6 +285,10 @@ def hopfield_retrieve(
     The loop is differentiable (autograd unrolls it), so projections in front of it are trained through it.
     `chunk_rows`: read banks of more rows in chunks (`hopfield_read`); the associations, when asked for, are
     `(..., N)` whatever the chunking.
+    `top_k`: each update attends over the `top_k` rows of largest score at the current state only
+    (`hopfield_read_top_k`: eq. 5's softmax truncated to its `top_k` largest terms, an approximation); the
+    associations are then those of the truncated softmax at f*, `(..., N)` with zeros outside the selected rows
+    (`hopfield_association_top_k`). `None` (exact) is the default.
 
     Returns:
         `(f*, alpha, steps)`: the retrieved states (dtype of `query`), the association weights of eq. 5 at f*
@@ -149,11 +299,16 @@ def hopfield_retrieve(
     state = query.float()
     steps = 0
     for steps in range(1, max_steps + 1):
-        update = step_size * hopfield_energy_grad(state, query, stored, beta, beta_role, chunk_rows)
+        update = step_size * hopfield_energy_grad(state, query, stored, beta, beta_role, chunk_rows, top_k)
         state = state - update
         if update.detach().abs().max().item() <= eps:
             break
-    alpha = hopfield_association(state, stored, inverse_temperature) if return_associations else None
+    if not return_associations:
+        alpha = None
+    elif top_k is None:
+        alpha = hopfield_association(state, stored, inverse_temperature)
+    else:
+        alpha = hopfield_association_top_k(state, stored, top_k, inverse_temperature, chunk_rows)
     return state.to(query.dtype), alpha, steps
 
 
@@ -254,7 +409,8 @@ class AmrgHopfieldMemory(nn.Module):
         """Retrieve from `bank` (`(N, bank_dim)`) for `queries` (`(B, Q, query_dim)`).
 
         Returns `(states, associations)`: `(B, Q, hidden_size)` and, on request, `(B, Q, N)` weights (alpha of eq. 5;
-        averaged over heads in the `"ramsauer"` mode). An empty bank returns the projected queries unchanged and
+        averaged over heads in the `"ramsauer"` mode; with `config.retrieval_top_k`, the truncated softmax, zero
+        outside the rows selected at the final state). An empty bank returns the projected queries unchanged and
         `(B, Q, 0)` weights: retrieval then contributes nothing.
         """
         if bank.dim() != 2 or bank.shape[-1] != self.key_proj.in_features:
@@ -274,8 +430,13 @@ class AmrgHopfieldMemory(nn.Module):
                 return_associations=output_associations,
                 beta_role=self.config.beta_role,
                 chunk_rows=getattr(self.config, "retrieval_chunk_rows", None),
+                # Configurations built before the field existed (pickled, or set up by older code) are exact.
+                top_k=getattr(self.config, "retrieval_top_k", None),
             )
         else:
+            if getattr(self.config, "retrieval_top_k", None) is not None:
+                raise ValueError('`hopfield_config.retrieval_top_k` must be null in the "ramsauer" mode (top-k '
+                                 f'reads exist for the "energy" mode only), got {self.config.retrieval_top_k!r}')
             states, alpha = self._ramsauer_update(state, stored, values)
         return self.dropout(states), (alpha if output_associations else None)
 
@@ -299,8 +460,10 @@ class AmrgHopfieldMemory(nn.Module):
 __all__ = [
     "AmrgHopfieldMemory",
     "hopfield_association",
+    "hopfield_association_top_k",
     "hopfield_energy",
     "hopfield_energy_grad",
     "hopfield_read",
+    "hopfield_read_top_k",
     "hopfield_retrieve",
 ]

@@ -13,6 +13,7 @@ from modeling_amrg import (
     hopfield_energy_grad,
     hopfield_retrieve,
 )
+from modeling_amrg.modeling_amrg_hopfield import hopfield_association_top_k, hopfield_read, hopfield_read_top_k
 
 
 def _patterns(seed=0, batch=3, queries=4, rows=50, dim=16):
@@ -254,3 +255,174 @@ def test_gradients_flow_through_the_unrolled_updates():
     states.pow(2).sum().backward()
     for name, parameter in memory.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+# -- top-k reads (config.retrieval_top_k): eq. 5's softmax truncated to its k largest terms ---------------------------
+
+def _hand_top_k_read(state, stored, k, inverse_temperature):
+    """The truncated softmax computed one state vector at a time in float64 with Python's sorting: the k rows of
+    largest score, exp(score - max) / sum over those k, and the weighted sum of those rows."""
+    d = state.shape[-1]
+    flat, rows = state.reshape(-1, d).double(), stored.double()
+    out = torch.empty(flat.shape, dtype=torch.float64)
+    for i, vector in enumerate(flat):
+        scores = [float(vector @ row) * inverse_temperature / math.sqrt(d) for row in rows]
+        chosen = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)[:k]
+        top = max(scores[j] for j in chosen)
+        weights = [math.exp(scores[j] - top) for j in chosen]
+        out[i] = sum(w * rows[j] for w, j in zip(weights, chosen)) / sum(weights)
+    return out.reshape(state.shape[:-1] + (stored.shape[-1],))
+
+
+def test_top_k_covering_the_bank_is_the_exact_read():
+    query, stored = _patterns(seed=20, rows=30)
+    exact = hopfield_read(query, stored, 4.0)
+    for k in (30, 31, 1000):
+        torch.testing.assert_close(hopfield_read_top_k(query, stored, k, 4.0), exact, rtol=0, atol=1e-6)
+        torch.testing.assert_close(hopfield_association_top_k(query, stored, k, 4.0),
+                                   hopfield_association(query, stored, 4.0), rtol=0, atol=1e-6)
+    # ... and so is a memory whose retrieval_top_k is at least the bank's rows, in both roles of beta
+    for role in ROLES:
+        exact_memory = AmrgHopfieldMemory(AmrgHopfieldConfig(hidden_size=16, beta_role=role), 12, 10).eval()
+        top_memory = AmrgHopfieldMemory(AmrgHopfieldConfig(hidden_size=16, beta_role=role, retrieval_top_k=40),
+                                        12, 10).eval()
+        top_memory.load_state_dict(exact_memory.state_dict())
+        queries, bank = torch.randn(2, 5, 12), torch.randn(40, 10)
+        with torch.no_grad():
+            states, alpha = top_memory(queries, bank, output_associations=True)
+            expected, expected_alpha = exact_memory(queries, bank, output_associations=True)
+        torch.testing.assert_close(states, expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(alpha, expected_alpha, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+@pytest.mark.parametrize("inverse_temperature", [1.0, 4.0])
+def test_top_k_read_is_the_softmax_over_the_k_largest_scores(k, inverse_temperature):
+    query, stored = _patterns(seed=21, batch=2, queries=3, rows=40, dim=8)
+    expected = _hand_top_k_read(query, stored, k, inverse_temperature)
+    read, weights, rows = hopfield_read_top_k(query, stored, k, inverse_temperature, return_selection=True)
+    torch.testing.assert_close(read.double(), expected, rtol=1e-5, atol=1e-5)
+    # the differentiable path (inputs that require gradients) computes the same
+    torch.testing.assert_close(hopfield_read_top_k(query.clone().requires_grad_(True), stored, k, inverse_temperature,
+                                                   chunk_rows=5).detach().double(), expected, rtol=1e-5, atol=1e-5)
+    assert weights.shape == rows.shape == (2, 3, k)
+    # largest score first, and no row outside the selection scores higher than one inside it
+    scores = query @ stored.T
+    chosen = scores.gather(-1, rows)
+    assert bool((chosen[..., :-1] >= chosen[..., 1:]).all())
+    outside = scores.scatter(-1, rows, float("-inf"))
+    assert bool((outside.amax(-1) <= chosen[..., -1]).all())
+    # with few rows kept, the read is not the exact one: top-k is an approximation
+    if k == 1:
+        assert not torch.allclose(read, hopfield_read(query, stored, inverse_temperature), atol=1e-3)
+
+
+def test_top_k_associations_are_a_distribution_on_the_selected_rows_only():
+    query, stored = _patterns(seed=22, rows=50)
+    alpha = hopfield_association_top_k(query, stored, 5, 4.0)
+    _, weights, rows = hopfield_read_top_k(query, stored, 5, 4.0, return_selection=True)
+    assert alpha.shape == (3, 4, 50) and alpha.dtype == torch.float32
+    torch.testing.assert_close(alpha.sum(-1), torch.ones(3, 4))
+    assert bool(((alpha > 0).sum(-1) == 5).all())
+    torch.testing.assert_close(alpha.gather(-1, rows), weights)
+    # the rows kept are those of largest exact weight, whose order the truncation keeps
+    exact = hopfield_association(query, stored, 4.0)
+    assert torch.equal(alpha.topk(5, dim=-1).indices, exact.topk(5, dim=-1).indices)
+
+
+@pytest.mark.parametrize("k", [1, 4, 9, 60])
+def test_chunked_top_k_equals_unchunked_top_k(k):
+    query, stored = _patterns(seed=23, rows=53)
+    whole, whole_weights, whole_rows = hopfield_read_top_k(query, stored, k, 4.0, return_selection=True)
+    for chunk in (1, 4, 10, 52, 53, 200):
+        read, weights, rows = hopfield_read_top_k(query, stored, k, 4.0, chunk_rows=chunk, return_selection=True)
+        assert torch.equal(rows, whole_rows), chunk
+        torch.testing.assert_close(read, whole, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(weights, whole_weights, rtol=1e-6, atol=1e-6)
+        # with gradients the read is recomputed from the gathered rows, in slices of chunk // k state vectors
+        differentiable = hopfield_read_top_k(query.requires_grad_(True), stored, k, 4.0, chunk_rows=chunk)
+        query.requires_grad_(False)
+        torch.testing.assert_close(differentiable.detach(), whole, rtol=1e-5, atol=1e-5)
+    # a bf16 bank is selected and read in fp32, as the exact read does
+    bf16 = stored.to(torch.bfloat16)
+    torch.testing.assert_close(hopfield_read_top_k(query, bf16, k, 4.0, chunk_rows=10),
+                               hopfield_read_top_k(query, bf16, k, 4.0), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(hopfield_read_top_k(query, bf16, k, 4.0, chunk_rows=10),
+                               hopfield_read_top_k(query, bf16.float(), k, 4.0), rtol=1e-5, atol=1e-5)
+
+
+def test_top_k_gradients_are_those_of_the_truncated_softmax():
+    query, stored = _patterns(seed=24, rows=30)
+    k, inverse_temperature, d = 4, 4.0, query.shape[-1]
+    rows = hopfield_read_top_k(query, stored, k, inverse_temperature, return_selection=True)[2]
+    state_a, stored_a = query.clone().requires_grad_(True), stored.clone().requires_grad_(True)
+    hopfield_read_top_k(state_a, stored_a, k, inverse_temperature, chunk_rows=7).square().sum().backward()
+    # the same truncated softmax written densely: scores outside the selection at -inf
+    state_b, stored_b = query.clone().requires_grad_(True), stored.clone().requires_grad_(True)
+    logits = state_b @ stored_b.T / math.sqrt(d) * inverse_temperature
+    mask = torch.full_like(logits, float("-inf")).scatter(-1, rows, 0.0)
+    (torch.softmax(logits + mask, dim=-1) @ stored_b).square().sum().backward()
+    torch.testing.assert_close(state_a.grad, state_b.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(stored_a.grad, stored_b.grad, rtol=1e-5, atol=1e-5)
+    unselected = torch.ones(stored.shape[0], dtype=torch.bool)
+    unselected[rows.unique()] = False
+    assert bool(unselected.any()) and stored_a.grad[unselected].abs().max() == 0
+    assert stored_a.grad[~unselected].abs().sum() > 0
+
+
+def test_a_top_k_memory_trains_and_retrieves():
+    torch.manual_seed(0)
+    config = AmrgHopfieldConfig(hidden_size=16, update_steps_max=3, update_steps_eps=0.0, retrieval_top_k=3,
+                                retrieval_chunk_rows=8)
+    memory = AmrgHopfieldMemory(config, query_dim=8, bank_dim=8)
+    queries, bank = torch.randn(2, 5, 8), torch.randn(20, 8)
+    states, alpha = memory(queries, bank, output_associations=True)
+    states.pow(2).sum().backward()
+    for name, parameter in memory.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    assert alpha.shape == (2, 5, 20) and bool(((alpha > 0).sum(-1) == 3).all())
+    # every update attends over the top 3 rows at its own state: the unrolled loop written by hand
+    memory.eval()
+    with torch.no_grad():
+        states, alpha = memory(queries, bank, output_associations=True)
+        stored = memory.key_norm(memory.key_proj(bank))
+        query = memory.query_norm(memory.query_proj(queries))
+        state = query
+        for _ in range(3):
+            state = query + _hand_top_k_read(state, stored, 3, 4.0).float()
+    torch.testing.assert_close(states, state, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(alpha, hopfield_association_top_k(state, stored, 3, 4.0), rtol=1e-5, atol=1e-6)
+
+
+def test_retrieval_top_k_is_validated_defaults_to_exact_and_survives_save_and_reload(tmp_path):
+    assert AmrgHopfieldConfig().retrieval_top_k is None
+    assert AmrgConfig().hopfield_config.retrieval_top_k is None
+    # the default memory is the exact one
+    memory = AmrgHopfieldMemory(AmrgHopfieldConfig(hidden_size=16), 12, 10).eval()
+    queries, bank = torch.randn(2, 5, 12), torch.randn(40, 10)
+    with torch.no_grad():
+        states = memory(queries, bank)[0]
+        expected = hopfield_retrieve(memory.query_norm(memory.query_proj(queries)),
+                                     memory.key_norm(memory.key_proj(bank)), 4.0, 0.5, 3, 1e-4)[0]
+    assert torch.equal(states, expected)
+    for bad in (0, -3, 2.5, True, "32"):
+        with pytest.raises(ValueError, match=r"`hopfield_config.retrieval_top_k` must be a positive integer"):
+            AmrgHopfieldConfig(retrieval_top_k=bad)
+    with pytest.raises(ValueError, match=r"`hopfield_config.retrieval_top_k` must be null in the \"ramsauer\""):
+        AmrgHopfieldConfig(mode="ramsauer", retrieval_top_k=8)
+    with pytest.raises(ValueError, match=r"`hopfield_config.retrieval_top_k`"):
+        AmrgConfig.from_preset("tiny", hopfield_config={"hidden_size": 16, "retrieval_top_k": 0})
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match=r"`top_k` must be a positive integer"):
+            hopfield_read_top_k(queries, bank, bad)
+    AmrgHopfieldConfig(retrieval_top_k=256).save_pretrained(tmp_path / "hopfield")
+    assert AmrgHopfieldConfig.from_pretrained(tmp_path / "hopfield").retrieval_top_k == 256
+    config = AmrgConfig.from_preset("tiny", hopfield_config={"hidden_size": 16, "retrieval_top_k": 32})
+    config.save_pretrained(tmp_path / "model")
+    assert AmrgConfig.from_pretrained(tmp_path / "model").hopfield_config.retrieval_top_k == 32
+    # a config.json saved before the field existed loads as exact retrieval
+    path = tmp_path / "model" / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["hopfield_config"]["retrieval_top_k"]
+    path.write_text(json.dumps(saved))
+    assert AmrgConfig.from_pretrained(path.parent).hopfield_config.retrieval_top_k is None
