@@ -69,3 +69,13 @@ def test_bitsandbytes_is_refused_off_cuda_and_configured_to_keep_the_method_in_f
     assert four.load_in_4bit and four.bnb_4bit_quant_type == "nf4"
     assert four.llm_int8_skip_modules == list(NOT_QUANTIZED)
     assert quantization.quantization_config("bnb-8bit", "cuda").load_in_8bit
+
+
+def test_quantising_a_stage1_classifier_folder_is_refused_as_such(tiny, tmp_path, capsys):
+    from modeling_amrg import AmrgForDiseaseClassification
+
+    AmrgForDiseaseClassification(tiny[0].config).save_pretrained(tmp_path / "stage1")
+    image = tmp_path / "frontal.png"
+    Image.fromarray(synthetic_radiograph(3)).save(image)
+    assert main(["generate", "--model", str(tmp_path / "stage1"), str(image), "--quantize", "int8"]) == 2
+    assert "is a stage-1 disease classifier (no LLM" in capsys.readouterr().err

@@ -85,6 +85,7 @@ def load_model_folder(
         truncated or corrupt weights, a configuration of another model or with invalid values, weights that do not
         match it, non-finite weights or banks, a processor or tokenizer that does not fit the model.
     """
+    _refuse_classifier_folder(path)
     folder = _check_folder(path, MODEL_FOLDER_FILES)
     register_local_classes()
     config = load_model_config(folder)
@@ -116,6 +117,22 @@ def load_disease_classifier(
     if "config" not in model_kwargs:
         load_model_config(folder)
     return _load_weights(AmrgForDiseaseClassification, folder, allow_missing_weights, _classifier_keys, model_kwargs)
+
+
+def _refuse_classifier_folder(path: str | os.PathLike) -> None:
+    """A stage-1 folder (`AmrgForDiseaseClassification`) has no LLM: nothing to generate with or to quantise. Said
+    as such, before the list of the report generator's files it lacks."""
+    config_file = os.path.join(os.fspath(path), "config.json")
+    if not os.path.isfile(config_file):
+        return
+    try:
+        architectures = _read_json(config_file).get("architectures") or []
+    except ValueError:
+        return  # `_check_folder` names the broken file
+    if architectures == ["AmrgForDiseaseClassification"]:
+        raise ValueError(f"model folder {os.fspath(path)} is a stage-1 disease classifier (no LLM, no memories): it "
+                         "cannot write or quantise a report generator; give a model folder of `amrg assemble`, "
+                         "`train.py banks` or `train.py stage2`")
 
 
 def _file(folder: str, name: str) -> str:
