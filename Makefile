@@ -23,7 +23,7 @@ install: $(VENV)/.installed
 # The web demo's test drives a real headless Chromium: Debian's package (apt, as root, as on CI and this machine);
 # playwright's own browser download is never used.
 browser:
-	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+	@command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
 test: install browser
 	$(PY) -m pytest -q -p no:cacheprovider -m "not launcher" tests
