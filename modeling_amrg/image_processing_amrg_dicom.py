@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,16 @@ DICOM_MAGIC_OFFSET = 128
 # A file with this suffix but no preamble (a bare data set, as some older modalities write) is read with
 # `force=True`; any other file without the "DICM" marker is not taken for DICOM.
 DICOM_SUFFIX = ".dcm"
+# The first bytes of the image files people save radiographs as: a file named `.dcm` that starts with one of them is
+# that image with the wrong suffix, and its refusal says so (and what to rename it to) instead of only "not DICOM".
+# A bare DICOM data set starts with a tag (group 0x0002 or 0x0008 in practice), never with these bytes.
+IMAGE_SIGNATURES = {
+    "PNG": ((b"\x89PNG\r\n\x1a\n",), ".png"),
+    "JPEG": ((b"\xff\xd8\xff",), ".jpg"),
+    "TIFF": ((b"II*\x00", b"MM\x00*"), ".tif"),
+    "GIF": ((b"GIF87a", b"GIF89a"), ".gif"),
+    "BMP": ((b"BM",), ".bmp"),
+}
 GRAYSCALE_INTERPRETATIONS = ("MONOCHROME1", "MONOCHROME2")
 # 8-bit colour, which `Dataset.pixel_array` returns as RGB (YBR is converted by pydicom); read as luminance the way
 # an RGB PNG is (PIL's "L" conversion), since colour DICOM radiographs are screenshots of grayscale ones.
@@ -42,20 +53,36 @@ class _Refused(Exception):
     """Internal: why a DICOM file is refused (the public functions add the path)."""
 
 
-def has_dicom_magic(path: str | os.PathLike) -> bool:
-    """Whether the file holds the "DICM" marker after the 128-byte preamble (False for a file that cannot be read)."""
+def _file_start(path: str | os.PathLike, size: int) -> bytes:
+    """The first `size` bytes of the file (empty for a file that cannot be read)."""
     try:
         with open(path, "rb") as handle:
-            header = handle.read(DICOM_MAGIC_OFFSET + len(DICOM_MAGIC))
+            return handle.read(size)
     except OSError:
-        return False
-    return header[DICOM_MAGIC_OFFSET:] == DICOM_MAGIC
+        return b""
+
+
+def has_dicom_magic(path: str | os.PathLike) -> bool:
+    """Whether the file holds the "DICM" marker after the 128-byte preamble (False for a file that cannot be read)."""
+    return _file_start(path, DICOM_MAGIC_OFFSET + len(DICOM_MAGIC))[DICOM_MAGIC_OFFSET:] == DICOM_MAGIC
 
 
 def is_dicom_file(path: str | os.PathLike) -> bool:
     """Whether `path` is to be read as DICOM: by content (the "DICM" marker at byte 128), or by its `.dcm` suffix
     (any case) for a data set written without the preamble. Needs no pydicom."""
     return os.fspath(path).lower().endswith(DICOM_SUFFIX) or has_dicom_magic(path)
+
+
+def _misnamed_image(path: str) -> str | None:
+    """Why a file without the "DICM" marker is not DICOM when it is another image format (`IMAGE_SIGNATURES`), else
+    None."""
+    start = _file_start(path, 8)
+    for kind, (signatures, suffix) in IMAGE_SIGNATURES.items():
+        if start.startswith(signatures):
+            return (f"not a DICOM file: it is a {kind} image with a '{DICOM_SUFFIX}' name (a '{DICOM_SUFFIX}' file "
+                    f"without the '{DICOM_MAGIC.decode()}' marker at byte {DICOM_MAGIC_OFFSET} is read as a bare "
+                    f"DICOM data set); rename it to '{suffix}' to read it as the {kind} image it is")
+    return None
 
 
 def check_dicom_file(path: str | os.PathLike) -> str | None:
@@ -112,6 +139,9 @@ def _import_pydicom(path: str) -> Any:
 def _open_dataset(path: str, pydicom: Any) -> Any:
     """Read and check the data set of `path` (every refusal the header shows), pixels not decoded."""
     magic = has_dicom_magic(path)
+    misnamed = None if magic else _misnamed_image(path)
+    if misnamed:
+        raise _Refused(misnamed)
     try:
         dataset = pydicom.dcmread(path, force=not magic)
     except Exception as error:  # noqa: BLE001 - pydicom's parser raises many types on bytes that are not DICOM
@@ -188,6 +218,8 @@ def _decode(dataset: Any, pydicom: Any) -> np.ndarray:
         array = dataset.pixel_array
     except (RuntimeError, *_DATA_ERRORS) as error:  # RuntimeError: every installed decoder plugin failed
         reason = " ".join(str(error).split()) or type(error).__name__
+        # Plugins name the in-memory buffer they were given ("<_io.BytesIO object at 0x7f...>"): not the user's file.
+        reason = re.sub(r"<[\w.]+ object at 0x[0-9a-f]+>", "the frame's data", reason)
         raise _Refused(f"cannot decode its pixel data ({syntax.name}, transfer syntax {syntax}): {reason}") from None
     interpretation = str(dataset.PhotometricInterpretation).strip().upper()
     if interpretation in COLOUR_INTERPRETATIONS:
@@ -215,6 +247,7 @@ __all__ = [
     "COLOUR_INTERPRETATIONS",
     "DICOM_SUFFIX",
     "GRAYSCALE_INTERPRETATIONS",
+    "IMAGE_SIGNATURES",
     "DicomDependencyError",
     "check_dicom_file",
     "has_dicom_magic",

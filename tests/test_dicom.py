@@ -23,6 +23,7 @@ from pydicom.pixels import convert_color_space, get_decoder
 from pydicom.uid import (
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
+    JPEGBaseline8Bit,
     JPEGLosslessSV1,
     SecondaryCaptureImageStorage,
     generate_uid,
@@ -469,3 +470,40 @@ def test_batches_from_image_paths_equal_batches_from_the_decoded_images(tiny, tm
     # A dataset without file paths is refused, naming the column the steps read.
     with pytest.raises(ValueError, match="no `image_paths` column"):
         make_loader(rows.remove_columns("image_paths"), Stage1Collator(processor.image_processor), 2, 0, False)
+
+
+@pytest.mark.parametrize("kind, suffix, save", [
+    ("PNG", ".png", lambda image, path: image.save(path, format="PNG")),
+    ("JPEG", ".jpg", lambda image, path: image.save(path, format="JPEG")),
+    ("TIFF", ".tif", lambda image, path: image.save(path, format="TIFF")),
+])
+def test_an_image_named_dcm_is_refused_saying_what_it_is_and_what_to_rename_it_to(tmp_path, kind, suffix, save):
+    path = tmp_path / "chest.dcm"
+    save(Image.fromarray(picture().astype(np.uint8)), path)
+    with pytest.raises(ValueError) as raised:
+        load_grayscale(path)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: not a DICOM file: it is a {kind} image"), message
+    assert f"rename it to '{suffix}'" in message
+    # `amrg data` checks the header with the same words; renamed as told, the file reads.
+    assert message == f"{path}: {check_dicom_file(path)}"
+    renamed = path.rename(tmp_path / f"chest{suffix}")
+    assert load_grayscale(renamed).shape == picture().shape
+
+
+def test_a_decoder_failure_names_the_file_not_an_in_memory_buffer(tmp_path):
+    if not get_decoder(JPEGBaseline8Bit).is_available:
+        pytest.skip("no JPEG Baseline decoder is installed here")
+    from pydicom import dcmread
+
+    # JPEG Baseline, which Pillow decodes, holding a frame Pillow cannot identify: its error names the BytesIO it
+    # was handed ("cannot identify image file <_io.BytesIO object at 0x...>").
+    path = write_dicom(tmp_path / "view.dcm", picture().astype(np.uint8), syntax=JPEGBaseline8Bit)
+    dataset = dcmread(path)
+    dataset.PixelData = encapsulate([b"\xff\xd8" + bytes(100)])
+    dataset.save_as(path, enforce_file_format=True)
+    with pytest.raises(ValueError, match=r"cannot decode its pixel data \(JPEG Baseline") as raised:
+        read_dicom(path)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: ") and "cannot identify image file the frame's data" in message, message
+    assert " object at 0x" not in message

@@ -19,7 +19,9 @@ import amrg.hub.push as push_module
 from amrg.cli import build_train_parser, main
 from amrg.hub.export import save_model_folder
 from amrg.hub.model_card import (
+    BASE_MODEL_LICENCES,
     CARD_METRICS,
+    HUB_LICENCES,
     base_model_licence,
     build_model_card,
     card_metrics,
@@ -319,3 +321,73 @@ def test_train_banks_bank_texts_decides_by_the_declared_dataset(options, dataset
     assert seen["dataset"] == dataset and seen["visual"]["provenance"]["dataset"] == dataset
     store, recorded_open = resolve_bank_texts(seen["dataset"], seen["store_texts"], seen["dataset_is_open"])
     assert ("stored" if store else "hashed", recorded_open) == (texts, is_open)
+
+
+def test_push_refuses_licences_and_repo_ids_the_hub_would_refuse_before_touching_the_card(folders, tmp_path,
+                                                                                         monkeypatch):
+    _hub_must_not_be_reached(monkeypatch)
+    folder = tmp_path / "to-push"
+    folder.mkdir()
+    for name in ("config.json", "README.md", "model.safetensors"):
+        (folder / name).write_bytes((folders / "hashed" / name).read_bytes())
+    before = (folder / "README.md").read_bytes()
+    refused = {
+        # Well-formed but not one of the Hub's ids: the Hub would refuse the commit after the upload began.
+        "not-a-real-licence": ({"license": "not-a-real-licence"}, r"not one of the Hub's licence ids.*'other'"),
+        "upper case": ({"license": "MIT"}, r"lower case\), got 'MIT' \(did you mean 'mit'\?\)"),
+        # A name or link describes an `other` licence; given with a listed one it was dropped or kept silently.
+        "name with a listed licence": ({"license": "apache-2.0", "license_name": "x"},
+                                       r"`license_name` \(--license-name\) describes .* takes no name or link"),
+        "link alone": ({"license_link": "https://example.org/licence"},
+                       r"`license_link` \(--license-link\) describes .*'apache-2.0' is a listed licence"),
+    }
+    for case, (licence, reason) in refused.items():
+        with pytest.raises(ValueError, match=reason):
+            push_model_folder(folder, "someone/am-mrg", **licence)
+        assert (folder / "README.md").read_bytes() == before, case
+    with pytest.raises(ValueError, match=r"--repo-id 'not a valid id!!': Repo id must use"):
+        push_model_folder(folder, "not a valid id!!", license="mit")
+    assert (folder / "README.md").read_bytes() == before  # the id is checked before the licence is written
+    # Every licence the project derives from a base LLM is one the Hub lists.
+    assert {licence for _, licence in BASE_MODEL_LICENCES} <= HUB_LICENCES
+
+
+def test_update_model_card_keeps_the_key_order_and_a_link_only_change_keeps_the_licence_name(folders, tmp_path):
+    folder = tmp_path / "other"
+    folder.mkdir()
+    for name in ("config.json", "README.md"):
+        (folder / name).write_bytes((folders / "hashed" / name).read_bytes())
+    # The tiny LLM has no pretrained base; the demo's is built here and then trained, so not "at random".
+    assert "a causal LLM (no pretrained base: built in this project" in (folder / "README.md").read_text()
+    update_model_card(folder, license_name="my-licence-1.0")
+    text = (folder / "README.md").read_text()
+    # The licence's keys stay together at the top, as in a new card, not appended after the model-index.
+    assert text.startswith("---\nlicense: other\nlicense_name: my-licence-1.0\n"), text[:200]
+    update_model_card(folder, license_link="https://example.org/my-licence")
+    data = ModelCard.load(folder / "README.md").data
+    assert (data.license, data.license_name, data.license_link) == ("other", "my-licence-1.0",
+                                                                   "https://example.org/my-licence")
+    once = (folder / "README.md").read_text()
+    update_model_card(folder, metrics=TEST_METRICS)
+    update_model_card(folder, metrics=TEST_METRICS)
+    assert (folder / "README.md").read_text() == once  # the same metrics twice change nothing
+    assert card_metrics(folder) == _card_figures(TEST_METRICS)
+
+
+@pytest.mark.parametrize("metrics, reason", [
+    ({"nlg": {"BLEU_4": 35.6}}, r"metric 'BLEU_4' is 35\.6: .* a fraction in \[0, 1\] \(not a percentage\)"),
+    ({"clinical_efficacy": {"ce_f1_micro_14": -0.1}}, r"metric 'ce_f1_micro_14' is -0\.1"),
+    ({"nlg": {"CIDEr": -1.0}}, r"metric 'CIDEr' is -1\.0: .* at least 0"),
+])
+def test_card_figures_on_another_scale_are_refused(folders, tmp_path, metrics, reason):
+    folder = tmp_path / "scaled"
+    folder.mkdir()
+    for name in ("config.json", "README.md"):
+        (folder / name).write_bytes((folders / "hashed" / name).read_bytes())
+    before = (folder / "README.md").read_bytes()
+    with pytest.raises(ValueError, match=reason):
+        update_model_card(folder, metrics=metrics)
+    assert (folder / "README.md").read_bytes() == before
+    # CIDEr is not a fraction: 1.25 (the demo's) is a figure like any other.
+    update_model_card(folder, metrics={"nlg": {"CIDEr": 1.25}})
+    assert card_metrics(folder) == {"nlg": {"CIDEr": 1.25}}

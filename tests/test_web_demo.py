@@ -23,7 +23,8 @@ from PIL import Image
 from test_dicom import write_dicom
 
 from amrg.app.explain import explain_study, most_likely_finding
-from amrg.app.web_demo import load_examples
+from amrg.app.web_demo import load_examples, make_analyse
+from amrg.cli import main
 from amrg.hub.export import save_model_folder
 from modeling_amrg import CHEXPERT_OBSERVATIONS
 
@@ -82,6 +83,95 @@ def test_examples_are_read_from_an_annotation_and_missing_images_are_named(study
         load_examples(study / "annotation.json", tmp_path)
     with pytest.raises(ValueError, match="'validation' split"):
         load_examples(study / "annotation.json", study, split="validation")
+
+
+def test_examples_refuse_a_bad_count_a_missing_split_and_entries_without_images(study, tmp_path):
+    annotation = study / "annotation.json"
+    for limit in (0, -1):  # -1 would slice off the last study and offer all the others
+        with pytest.raises(ValueError, match="--n-examples"):
+            load_examples(annotation, study, limit=limit)
+    with pytest.raises(ValueError, match=r"no 'validation' split \(--examples-split\); it has \['test', 'train'\]"):
+        load_examples(annotation, study, split="validation")
+    with pytest.raises(ValueError, match="'train' holds no studies"):
+        load_examples(annotation, study, split="train")
+    for entry, shown in (({"id": "s1"}, "None"), ({"id": "s1", "image_path": []}, r"\[\]"),
+                         ({"id": "s1", "image_path": [None]}, r"\[None\]")):
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps({"test": [entry]}))
+        with pytest.raises(ValueError, match=rf"example test\[0\] \(id 's1'\) has no image_path .* got {shown}"):
+            load_examples(bad, study)
+    # One path as a string is one view (as `amrg data` reads it), not one view per character.
+    single = tmp_path / "single.json"
+    single.write_text(json.dumps({"test": [{"id": "s1", "image_path": "frontal.png"}]}))
+    assert load_examples(single, study) == [[str(study / "frontal.png"), None]]
+
+
+def _upload(folder: Path, name: str, image: np.ndarray | None = None) -> str:
+    """A file where Gradio keeps an upload: `<its cache>/<a hash>/<the file's own name>`."""
+    path = folder / "gradio" / "5d41402abc4b2a76b9719d911017c592" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if image is None:
+        path.write_text("this is not an image")
+    else:
+        Image.fromarray(image).save(path)
+    return str(path)
+
+
+FAST = {"max_new_tokens": 4, "min_new_tokens": 1, "num_beams": 1}
+
+
+def test_the_demo_names_the_view_and_the_uploaded_file_and_keeps_the_message_up(served_model, study, tmp_path):
+    import gradio as gr
+
+    _, model, processor = served_model
+    analyse = make_analyse(model, processor, FAST)
+    with pytest.raises(gr.Error, match="Upload the frontal view first") as raised:
+        analyse(None, None)
+    assert raised.value.duration is None  # stays until closed: the output boxes only say "Error"
+    with pytest.raises(gr.Error, match="Only a lateral view was given"):
+        analyse(None, str(study / "lateral.png"))
+    tiny_image = _upload(tmp_path, "one_pixel.png", np.zeros((1, 1), np.uint8))
+    with pytest.raises(gr.Error) as raised:
+        analyse(tiny_image, None)
+    message = raised.value.message
+    assert message.startswith("Frontal view (one_pixel.png): image is 1 x 1 pixels"), message
+    assert "gradio" not in message and str(tmp_path) not in message and raised.value.duration is None
+    with pytest.raises(gr.Error) as raised:
+        analyse(str(study / "frontal.png"), _upload(tmp_path, "notes.png"))
+    assert raised.value.message.startswith("Lateral view (notes.png): cannot read image file notes.png")
+    assert str(tmp_path) not in raised.value.message
+
+
+def test_the_demo_shows_the_readers_warning_and_says_when_the_banks_are_empty(served_model, tiny, tmp_path):
+    _, model, processor = served_model
+    black = _upload(tmp_path, "black.png", np.zeros((64, 64), np.uint8))
+    explanation = explain_study(model, processor, [black], generation_kwargs=FAST)
+    assert len(explanation.warnings) == 1 and "uniform" in explanation.warnings[0]
+    *_, memory, agreement = make_analyse(model, processor, FAST)(black, None)
+    assert "**Warning:** Frontal view (black.png): the image is uniform" in agreement
+    assert str(tmp_path) not in agreement and len(memory) == 6
+    # A model whose banks were never built (`amrg init`): no rows, and the page says why.
+    bare_model, bare_processor = tiny
+    chest = _upload(tmp_path, "chest.png", synthetic_radiograph(3, (64, 64)))
+    *_, memory, agreement = make_analyse(bare_model, bare_processor, FAST)(chest, None)
+    assert memory == [] and "memory banks are empty" in agreement and "Warning" not in agreement
+
+
+def test_serve_refuses_a_port_in_use_and_a_foreign_host_before_loading_the_model(tmp_path, capsys):
+    absent = str(tmp_path / "no-model-here")  # never read: the refusals come first
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        assert main(["serve", "--model", absent, "--port", str(port)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"amrg serve: error: --port {port} is already in use on 127.0.0.1: stop what listens there or " \
+                      "choose another port with --port\n"
+    # 192.0.2.1 (TEST-NET-1) is no address of this machine; numeric, so nothing is looked up.
+    assert main(["serve", "--model", absent, "--host", "192.0.2.1", "--port", str(_free_port())]) == 2
+    assert "--host 192.0.2.1 is not an address of this machine" in capsys.readouterr().err
+    assert main(["serve", "--model", absent, "--port", str(_free_port())]) == 2
+    assert "model folder not found" in capsys.readouterr().err
 
 
 def _free_port() -> int:
@@ -177,5 +267,7 @@ def test_browser_shows_the_readers_error_for_a_file_that_is_not_an_image(page, s
     page.set_input_files("#frontal input[type=file]", str(study / "notes.png"))
     page.click("#run")
     toast = page.wait_for_selector(":text('cannot read image file')", timeout=60_000)
-    assert "notes.png" in toast.inner_text()
+    # The view and the file as the user uploaded it, not Gradio's server-side copy of it.
+    assert "Frontal view (notes.png): cannot read image file notes.png" in toast.inner_text()
+    assert "gradio" not in toast.inner_text()
     _screenshot(page, tmp_path / "web_demo_error.png")

@@ -4,7 +4,10 @@ the web demo (`amrg serve`) shows."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +32,37 @@ class StudyExplanation:
     cam_overlay: np.ndarray
     # One dict per retrieved row: bank, row, disease, source id, text (a hash when the bank stores no texts), weight.
     memory_rows: list[dict] = field(default_factory=list)
+    # What the image reader warned about while reading the views (e.g. a uniform image, which holds no information):
+    # the messages `amrg generate --json` lists under "warnings".
+    warnings: list[str] = field(default_factory=list)
+
+
+class _Collect(logging.Handler):
+    """Keeps the messages of the warnings logged while the views are read."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def reader_warnings(image_processor) -> Iterator[list[str]]:
+    """The warnings logged by the module of `image_processor` (its image reader, `load_grayscale`) inside the block.
+    The module is found from the processor's class, so that a processor loaded as remote code (a module of another
+    name) is heard as well as this repository's."""
+    module = sys.modules.get(type(image_processor).__module__)
+    reader_logger = getattr(module, "logger", None)
+    if not isinstance(reader_logger, logging.Logger):
+        reader_logger = logging.getLogger(type(image_processor).__module__)
+    handler = _Collect()
+    reader_logger.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        reader_logger.removeHandler(handler)
 
 
 class _DiseaseLogits(nn.Module):
@@ -82,9 +116,11 @@ def retrieved_rows(model, image_features, query: int, k: int = 3) -> list[dict]:
 def explain_study(model, processor, images: Sequence[Any], k: int = 3, cam_method: str = "gradcam",
                   generation_kwargs: dict | None = None) -> StudyExplanation:
     """Explain one study: `images` are its one or two views (frontal first), anything the processor reads (paths,
-    DICOM files included, PIL images, arrays). Runs on the model's device."""
+    DICOM files included, PIL images, arrays). Runs on the model's device. What the image reader warns about (a
+    uniform image) is kept in `warnings` as well as logged."""
     device = next(model.parameters()).device
-    inputs = processor(images=[list(images)]).to(device)
+    with reader_warnings(processor.image_processor) as warnings:
+        inputs = processor(images=[list(images)]).to(device)
     names = list(model.config.observation_names)
     with torch.no_grad():
         sequences = model.generate(**inputs, **(generation_kwargs or {}))
@@ -101,7 +137,9 @@ def explain_study(model, processor, images: Sequence[Any], k: int = 3, cam_metho
         explained_finding=names[top],
         cam_overlay=overlay,
         memory_rows=retrieved_rows(model, features, top, k),
+        warnings=list(warnings),
     )
 
 
-__all__ = ["StudyExplanation", "cam_overlay", "explain_study", "most_likely_finding", "retrieved_rows"]
+__all__ = ["StudyExplanation", "cam_overlay", "explain_study", "most_likely_finding", "reader_warnings",
+           "retrieved_rows"]

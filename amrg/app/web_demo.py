@@ -31,20 +31,42 @@ MEMORY_COLUMNS = ["bank", "row", "disease", "weight", "text or source"]
 def load_examples(annotation: str | os.PathLike, image_root: str | os.PathLike, split: str = "test",
                   limit: int = 4) -> list[list[str]]:
     """The first `limit` studies of `split` in an R2Gen `annotation.json` (the demo writes one under
-    `runs/demo/data/`), as `[frontal, lateral or None]` file paths for `gr.Examples`."""
+    `runs/demo/data/`), as `[frontal, lateral or None]` file paths for `gr.Examples`.
+
+    Refused with a `ValueError` naming the annotation (`FileNotFoundError` for a missing file or image): a `limit`
+    below 1, a file that is not an R2Gen annotation, a split it does not have (its splits are listed), and an
+    example without an `image_path` (a path or a list of one or two paths, as `amrg data` reads it)."""
     annotation, image_root = Path(annotation), Path(image_root)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"the number of examples (--n-examples) must be at least 1, got {limit!r}")
     try:
-        entries = json.loads(annotation.read_text())[split]
+        data = json.loads(annotation.read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"examples annotation not found: {annotation}") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"{annotation}: not an R2Gen annotation with a {split!r} split ({error})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{annotation}: not an R2Gen annotation ({error})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{annotation}: not an R2Gen annotation (a JSON object of splits), got a "
+                         f"{type(data).__name__}")
+    if split not in data:
+        raise ValueError(f"{annotation} has no {split!r} split (--examples-split); it has {sorted(data)}")
+    entries = data[split]
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{annotation}: split {split!r} holds no studies to offer as examples")
     examples = []
-    for entry in entries[:limit]:
-        paths = [str(image_root / path) for path in entry["image_path"][:2]]
+    for index, entry in enumerate(entries[:limit]):
+        where = f"{split}[{index}]" + (f" (id {entry.get('id')!r})" if isinstance(entry, dict) else "")
+        paths = entry.get("image_path") if isinstance(entry, dict) else None
+        # One path or a list of paths, as `amrg data` reads an annotation; a string is one view, not its letters.
+        if isinstance(paths, str):
+            paths = [paths]
+        if not isinstance(paths, list) or not paths or not all(isinstance(path, str) and path for path in paths):
+            raise ValueError(f"{annotation}: example {where} has no image_path (a path or a list of one or two "
+                             f"paths relative to --image-root), got {paths!r}")
+        paths = [str(image_root / path) for path in paths[:2]]
         missing = [path for path in paths if not os.path.isfile(path)]
         if missing:
-            raise FileNotFoundError(f"{annotation}: example {entry.get('id')!r} names missing images: {missing} "
+            raise FileNotFoundError(f"{annotation}: example {where} names missing images: {missing} "
                                     f"(is --image-root {image_root} right?)")
         examples.append(paths + [None] * (2 - len(paths)))
     return examples
@@ -68,9 +90,65 @@ def _memory_table(explanation: StudyExplanation) -> list[list[Any]]:
 
 
 def _agreement_markdown(explanation: StudyExplanation) -> str:
-    return (f"{explanation.agreement['summary']}\n\n"
+    text = (f"{explanation.agreement['summary']}\n\n"
             f"The overlay and the memory rows are those of **{explanation.explained_finding}**, the most likely "
             "finding.")
+    if not explanation.memory_rows:
+        text += ("\n\nThis model's memory banks are empty (a model whose banks were never built, e.g. one written "
+                 "by `amrg init`): there are no memory rows to show, and the report was written without them.")
+    if explanation.warnings:
+        text += "\n\n" + "\n".join(f"**Warning:** {warning}" for warning in explanation.warnings)
+    return text
+
+
+# The views as the page names them, in the order of the upload boxes.
+VIEW_LABELS = ("Frontal view", "Lateral view")
+
+
+def _uploaded_name(path: str) -> str:
+    """An uploaded file as the user knows it: Gradio keeps uploads as `<its cache>/<hash>/<the file's name>`, a
+    server-side path that means nothing in the page."""
+    return os.path.basename(path) or path
+
+
+def _page_message(text: str, views: dict[str, str | None]) -> str:
+    """A reader's message as the page shows it: the view it is about first, the upload's server-side path replaced
+    by the file's own name (the reader names the file it was given, which for an upload is Gradio's copy)."""
+    for label, path in views.items():
+        if path and path in text:
+            # The reader's messages start with the path: the prefix already names the file.
+            text = text.removeprefix(f"{path}: ")
+            return f"{label} ({_uploaded_name(path)}): {text.replace(path, _uploaded_name(path))}"
+    return text
+
+
+def make_analyse(model, processor, generation_kwargs: dict | None = None):
+    """The demo's button handler for `model` and `processor`: `(frontal path or None, lateral path or None) ->
+    (report, probabilities, overlay, memory rows, agreement markdown)`. Every refusal is a `gr.Error` whose message
+    names the view and the file as the user uploaded it; it stays in the page until closed (no timeout), since the
+    output boxes only say "Error"."""
+    import gradio as gr
+
+    def analyse(frontal: str | None, lateral: str | None):
+        if not frontal:
+            if lateral:
+                raise gr.Error("Only a lateral view was given: the model reads the frontal view first (its "
+                               "Grad-CAM is drawn on it). Upload the frontal view in the first box, and the lateral "
+                               "one, if any, in the second.", duration=None)
+            raise gr.Error("Upload the frontal view first (PNG, JPEG or DICOM).", duration=None)
+        views = {VIEW_LABELS[0]: frontal, VIEW_LABELS[1]: lateral}
+        try:
+            explanation = explain_study(model, processor, [path for path in views.values() if path],
+                                        generation_kwargs=generation_kwargs)
+        except (ValueError, FileNotFoundError) as error:
+            # The reader's message names the file and what is wrong with it: shown as it is, with the upload's
+            # server-side path replaced by the file's name.
+            raise gr.Error(_page_message(str(error), views), duration=None) from error
+        explanation.warnings = [_page_message(warning, views) for warning in explanation.warnings]
+        return (explanation.report, explanation.probabilities, _enlarged(explanation.cam_overlay),
+                _memory_table(explanation), _agreement_markdown(explanation))
+
+    return analyse
 
 
 def build_demo(model, processor, examples: Sequence[Sequence[str | None]] = (), title: str = "AM-MRG",
@@ -79,18 +157,7 @@ def build_demo(model, processor, examples: Sequence[Sequence[str | None]] = (), 
     import gradio as gr
 
     names = list(model.config.observation_names)
-
-    def analyse(frontal: str | None, lateral: str | None):
-        if not frontal:
-            raise gr.Error("Upload the frontal view first (PNG, JPEG or DICOM).")
-        views = [frontal] + ([lateral] if lateral else [])
-        try:
-            explanation = explain_study(model, processor, views, generation_kwargs=generation_kwargs)
-        except (ValueError, FileNotFoundError) as error:
-            # The reader's message names the file and what is wrong with it: show it to the user as it is.
-            raise gr.Error(str(error)) from error
-        return (explanation.report, explanation.probabilities, _enlarged(explanation.cam_overlay),
-                _memory_table(explanation), _agreement_markdown(explanation))
+    analyse = make_analyse(model, processor, generation_kwargs)
 
     with gr.Blocks(title=title) as demo:
         gr.Markdown(f"# {title}: chest X-ray report generation\n\n{DISCLAIMER}")
@@ -132,4 +199,4 @@ def serve(model_path: str, host: str = "127.0.0.1", port: int = 7860, examples: 
                 footer_links=["api"])
 
 
-__all__ = ["build_demo", "load_examples", "serve"]
+__all__ = ["build_demo", "load_examples", "make_analyse", "serve"]

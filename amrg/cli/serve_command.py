@@ -3,8 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 
 from amrg.cli.common import DTYPES, add_command, add_device_options, check_device_dtype, resolve_device
+
+
+def check_listen_address(host: str, port: int) -> None:
+    """Refuse (`ValueError`, naming the option) a `--host` / `--port` the demo could not listen on: a host name that
+    does not resolve or is not an address of this machine, a port in use or not allowed. Checked by binding a socket
+    as Gradio and uvicorn do (`SO_REUSEADDR`, so a port left in TIME_WAIT by a previous run counts as free), before
+    the model is loaded rather than after it: Gradio's own refusal comes once the model is in memory and names its
+    environment variable instead of the option."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as error:
+        raise ValueError(f"--host {host!r} is not a host name or address this machine can listen on "
+                         f"({error})") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise ValueError(f"--port {port} is already in use on {host}: stop what listens there or choose "
+                                 "another port with --port") from None
+            if error.errno == errno.EADDRNOTAVAIL:
+                raise ValueError(f"--host {host} is not an address of this machine (use 127.0.0.1, or 0.0.0.0 for "
+                                 "every interface)") from None
+            if error.errno == errno.EACCES:
+                raise ValueError(f"--port {port} needs privileges this user lacks (ports below 1024 usually do): "
+                                 "choose a port from 1024 up") from None
+            raise ValueError(f"cannot listen on {host}:{port} (--host, --port): {error.strerror or error}") from None
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -17,6 +47,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                          "the image root")
     examples = (load_examples(args.examples, args.image_root, args.examples_split, args.n_examples)
                 if args.examples else [])
+    check_listen_address(args.host, args.port)
     device = resolve_device(args.device)
     dtype = DTYPES[args.dtype] if args.dtype else None
     check_device_dtype(device, dtype)

@@ -64,6 +64,23 @@ BASE_MODEL_LICENCES = (
     (r"tiny-random|hf-internal-testing", "apache-2.0"),
 )
 UNKNOWN_LICENCE_NAME = "unknown"
+# The licence ids the Hub accepts in a card's `license` (https://huggingface.co/docs/hub/repositories-licenses, with
+# the Llama 3 ids of hub-docs PR 1619). The Hub refuses a commit whose card metadata names another id, so `amrg push
+# --license` is checked here, before the card is rewritten or the Hub is called; a licence the Hub does not list is
+# `other` with `license_name` (and `license_link`), as the Hub asks.
+HUB_LICENCES = frozenset({
+    "apache-2.0", "mit", "openrail", "bigscience-openrail-m", "creativeml-openrail-m", "bigscience-bloom-rail-1.0",
+    "bigcode-openrail-m", "afl-3.0", "artistic-2.0", "bsl-1.0", "bsd", "bsd-2-clause", "bsd-3-clause",
+    "bsd-3-clause-clear", "c-uda", "cc", "cc0-1.0", "cc-by-2.0", "cc-by-2.5", "cc-by-3.0", "cc-by-4.0",
+    "cc-by-sa-3.0", "cc-by-sa-4.0", "cc-by-nc-2.0", "cc-by-nc-3.0", "cc-by-nc-4.0", "cc-by-nd-4.0",
+    "cc-by-nc-nd-3.0", "cc-by-nc-nd-4.0", "cc-by-nc-sa-2.0", "cc-by-nc-sa-3.0", "cc-by-nc-sa-4.0",
+    "cdla-sharing-1.0", "cdla-permissive-1.0", "cdla-permissive-2.0", "wtfpl", "ecl-2.0", "epl-1.0", "epl-2.0",
+    "etalab-2.0", "eupl-1.1", "agpl-3.0", "gfdl", "gpl", "gpl-2.0", "gpl-3.0", "lgpl", "lgpl-2.1", "lgpl-3.0", "isc",
+    "lppl-1.3c", "ms-pl", "mpl-2.0", "odc-by", "odbl", "openrail++", "osl-3.0", "postgresql", "ofl-1.1", "ncsa",
+    "unlicense", "zlib", "pddl", "lgpl-lr", "deepfloyd-if-license", "llama2", "llama3", "llama3.1", "llama3.2",
+    "llama3.3", "gemma", "unknown", "other",
+})
+HUB_LICENCES_URL = "https://huggingface.co/docs/hub/repositories-licenses"
 TAGS = ["radiology", "radiology-report-generation", "chest-x-ray", "am-mrg", "modern-hopfield-network", "custom_code"]
 # Sections rewritten by `update_model_card` are delimited so that edits elsewhere in the card survive.
 _BLOCK = "<!-- amrg:{name} -->\n{inner}\n<!-- /amrg:{name} -->"
@@ -130,23 +147,23 @@ def _resolve_licence(llm_name: str | None, license: str | None, license_name: st
                      license_link: str | None) -> tuple[str, str | None, str | None, str]:
     """`(license, license_name, license_link, the card's licence paragraph)`. A licence given by the user wins; else
     the base LLM's (`base_model_licence`); an unknown one is `other` / `unknown` with a note saying how to set it."""
-    shown_llm = f"`{_shown_name(llm_name)}`" if llm_name else "initialised at random in this project"
+    # An LLM without a name has no pretrained base: built at random here, then possibly trained here (the demo
+    # pre-trains its stand-in on the training reports), so "at random" alone would misdescribe a trained one.
+    shown_llm = f"`{_shown_name(llm_name)}`" if llm_name else "none: the LLM was built in this project"
     if license is None and license_name is not None:
         license = "other"
     if license is not None:
-        if not isinstance(license, str) or not _LICENCE_ID.fullmatch(license):
-            raise ValueError(f"`license` must be a Hub licence id such as 'apache-2.0' or 'llama2' (lower case), got "
-                             f"{license!r}")
-        if license == "other" and not license_name:
-            raise ValueError("`license` 'other' needs `license_name` (a short id of the licence, e.g. "
-                             "'my-licence-1.0') and, preferably, `license_link`")
+        _check_licence(license, license_name, license_link)
         return (license, license_name if license == "other" else None, license_link,
                 f"**Licence:** `{license}`, as declared by the user (base LLM: {shown_llm}).")
+    if license_link is not None:
+        raise ValueError("`license_link` (--license-link) goes with `license` 'other' and its `license_name`: give "
+                         "them too")
     derived = base_model_licence(llm_name)
     if derived is not None and llm_name is None:
         return (derived, None, None,
-                f"**Licence:** `{derived}`: the LLM was initialised at random in this project, so no base model's "
-                "licence applies. Set another with `amrg push --license ID`.")
+                f"**Licence:** `{derived}`: the LLM has no pretrained base (it was built in this project), so no "
+                "base model's licence applies. Set another with `amrg push --license ID`.")
     if derived is not None:
         return (derived, None, None,
                 f"**Licence:** `{derived}`, derived from the base LLM ({shown_llm}): a model fine-tuned from it is "
@@ -157,13 +174,50 @@ def _resolve_licence(llm_name: str | None, license: str | None, license_name: st
             "`save_model_folder(..., license=ID)`) before publishing.")
 
 
+def _check_licence(license: Any, license_name: str | None, license_link: str | None) -> None:
+    """Refuse (`ValueError`) a licence the Hub would not take: not one of `HUB_LICENCES`, `other` without a name, a
+    name or link given with a listed licence (they describe an `other` licence only)."""
+    if not isinstance(license, str) or not _LICENCE_ID.fullmatch(license):
+        hint = (f" (did you mean {license.lower()!r}?)" if isinstance(license, str)
+                and license.lower() in HUB_LICENCES else "")
+        raise ValueError(f"`license` must be a Hub licence id such as 'apache-2.0' or 'llama2' (lower case), got "
+                         f"{license!r}{hint}")
+    if license not in HUB_LICENCES:
+        raise ValueError(f"`license` {license!r} is not one of the Hub's licence ids ({HUB_LICENCES_URL}), and the "
+                         "Hub refuses a card that names another; for a licence it does not list, give `license` "
+                         "'other' with `license_name` (--license other --license-name NAME [--license-link URL])")
+    if license == "other" and not license_name:
+        raise ValueError("`license` 'other' needs `license_name` (a short id of the licence, e.g. "
+                         "'my-licence-1.0') and, preferably, `license_link`")
+    if license != "other" and (license_name is not None or license_link is not None):
+        given = [f"`{name}` ({flag})" for name, flag, value in (("license_name", "--license-name", license_name),
+                                                                 ("license_link", "--license-link", license_link))
+                 if value is not None]
+        raise ValueError(f"{' and '.join(given)} {'describe' if len(given) > 1 else 'describes'} a licence the Hub "
+                         f"does not list, with `license` 'other'; {license!r} is a listed licence and takes no name "
+                         "or link")
+
+
+# Figures of the card on a scale other than [0, 1]: CIDEr is a sum over n-gram orders (0 to about 10).
+_UNBOUNDED_METRICS = {"CIDEr"}
+
+
 def _metric_value(group: dict, key: str) -> float | None:
     value = group.get(key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"metric {key!r} must be a number, got {value!r}")
-    return float(value) if math.isfinite(value) else None
+    if not math.isfinite(value):
+        return None
+    # The card's figures are `amrg evaluate`'s: fractions. A percentage (35.6 for a BLEU-4 of 0.356) or a negative
+    # value would be published as is in the model-index, on another scale than every other AM-MRG card.
+    upper = math.inf if key in _UNBOUNDED_METRICS else 1.0
+    if not 0.0 <= value <= upper:
+        scale = "at least 0" if key in _UNBOUNDED_METRICS else "a fraction in [0, 1] (not a percentage)"
+        raise ValueError(f"metric {key!r} is {value!r}: the card's figures are amrg evaluate's, so it must be "
+                         f"{scale}")
+    return float(value)
 
 
 def _result_rows(metrics: Mapping | None, metrics_row: str | None) -> tuple[dict[str, dict], str | None]:
@@ -352,7 +406,7 @@ def build_model_card(config: Any, metrics: Mapping | None = None, dataset_name: 
     observations = len(config.get("observation_names") or [])
     visual_rows = (config.get("visual_bank") or {}).get("size", 0)
     report_rows = (config.get("report_bank") or {}).get("size", 0)
-    llm = f"`{_shown_name(llm_name)}`" if llm_name else "initialised at random"
+    llm = f"`{_shown_name(llm_name)}`" if llm_name else "no pretrained base: built in this project"
     parts = [f"a causal LLM ({llm}, hidden size {text.get('hidden_size')})"]
     if encoder_name:
         parts.append(f"report memory encoded by `{_shown_name(encoder_name)}`")
@@ -444,13 +498,16 @@ def update_model_card(folder: str | os.PathLike, metrics: Mapping | None = None,
         card.text = _replace_block(card.text, "evaluation", _evaluation_section(rows, own), "## Evaluation")
     if license is not None or license_name is not None or license_link is not None:
         llm_name = (config.get("text_config") or {}).get("_name_or_path") or None
-        licence, licence_name, licence_link, note = _resolve_licence(
-            llm_name, license if license is not None else (None if license_name else card.data.license),
-            license_name, license_link)
+        if license is None and license_name is None:
+            # Only a new link: for the card's own `other` licence, whose name it keeps.
+            license = card.data.license
+            license_name = getattr(card.data, "license_name", None) if license == "other" else None
+        licence, licence_name, licence_link, note = _resolve_licence(llm_name, license, license_name, license_link)
         card.data.license, card.data.license_name, card.data.license_link = licence, licence_name, licence_link
         card.text = _replace_block(card.text, "licence", note, "")
-    content = str(card)
-    ModelCard(content)  # the Hub's parser must read it back, or the card on disk is left as it was
+    # The same key order as a new card (a licence name added here would otherwise go last), read back by the Hub's
+    # parser before anything is written: the card on disk is left as it was if that fails.
+    content = _serialise(card.data, card.text)
     write_text(path, content)
     return path
 
@@ -474,5 +531,5 @@ def card_metrics(card: ModelCard | str | os.PathLike) -> dict:
     return figures
 
 
-__all__ = ["BASE_MODEL_LICENCES", "CARD_METRICS", "base_model_licence", "build_model_card", "card_metrics", "hub_id",
-           "update_model_card", "write_model_card"]
+__all__ = ["BASE_MODEL_LICENCES", "CARD_METRICS", "HUB_LICENCES", "base_model_licence", "build_model_card",
+           "card_metrics", "hub_id", "update_model_card", "write_model_card"]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from huggingface_hub import HfApi, ModelCard
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from safetensors import safe_open
 
 from amrg.hub.model_card import CARD_NAME, UNKNOWN_LICENCE_NAME, update_model_card
@@ -94,11 +95,16 @@ def push_model_folder(folder: str | os.PathLike, repo_id: str, private: bool = F
                       license_link: str | None = None) -> str:
     """Create `repo_id` if needed and upload `folder`; returns the commit URL.
 
-    Refused before any Hub call: a folder that is not a model folder with a model card, and one whose banks hold
-    plain training sentences from a dataset not declared openly licensed (`check_bank_texts`) unless
-    `allow_bank_texts`. `license` (with `license_name` / `license_link` for `other`) rewrites the card's licence
-    first (`update_model_card`)."""
+    Refused before any Hub call and before the card is touched: a `repo_id` the Hub would refuse, a folder that is
+    not a model folder with a model card, one whose banks hold plain training sentences from a dataset not declared
+    openly licensed (`check_bank_texts`) unless `allow_bank_texts`, and a licence the Hub does not list. `license`
+    (with `license_name` / `license_link` for `other`) rewrites the card's licence first (`update_model_card`)."""
     folder = os.fspath(folder)
+    try:
+        # huggingface_hub's own check, which `create_repo` would make only after the card has been rewritten.
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ValueError(f"--repo-id {repo_id!r}: {error}") from None
     if not all(os.path.isfile(os.path.join(folder, name)) for name in ("config.json", CARD_NAME)):
         raise ValueError(f"{folder} is not a model folder with a model card (config.json and README.md)")
     check_bank_texts(folder, allow_bank_texts)
