@@ -27,14 +27,17 @@ DEFAULT_PROMPT_TEMPLATE = "Human: <Img>{image}</Img> {prompt} \nAssistant:"
 def chat_template_from(prompt_template: str, image_token: str = IMAGE_TOKEN) -> str:
     """The Jinja chat template that renders `prompt_template` (`{image}`, `{prompt}`) for transformers' message
     format: the last user message's text parts are the instruction, its image goes where `{image}` is (one image
-    token; the processor expands it to the study's placeholders). The template's own text is kept verbatim
-    (`{% raw %}`), whatever characters it holds."""
+    token; the processor expands it to the study's placeholders), whatever number of images the message lists (one
+    study, one block of image embeddings). The template's own text is kept verbatim (`{% raw %}`), whatever
+    characters it holds. A conversation without a user message is refused."""
     def literal(text: str) -> str:
         return "{{ instruction }}".join(f"{{% raw %}}{piece}{{% endraw %}}" if piece else ""
                                         for piece in text.split("{prompt}"))
 
     before, after = prompt_template.split("{image}")
-    select = ("{%- set user = (messages | selectattr('role', 'equalto', 'user') | list)[-1] -%}"
+    select = ("{%- set users = messages | selectattr('role', 'equalto', 'user') | list -%}"
+              "{%- if not users -%}{{ raise_exception('an AM-MRG prompt needs a user message') }}{%- endif -%}"
+              "{%- set user = users[-1] -%}"
               "{%- if user['content'] is string -%}{%- set instruction = user['content'] -%}{%- else -%}"
               "{%- set instruction = user['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') "
               "| join(' ') -%}{%- endif -%}")
@@ -102,7 +105,9 @@ class AmrgProcessor(ProcessorMixin):
 
         The text on each side of the placeholders is tokenized on its own, so the ids do not depend on how a
         tokenizer merges text across a special token."""
-        rendered = self.render_prompt(prompt)
+        # A prompt that holds the image token is already rendered (what `apply_chat_template(..., tokenize=True)`
+        # passes back as `text`); any other is the instruction the chat template is rendered around.
+        rendered = prompt if prompt and self.image_token in prompt else self.render_prompt(prompt)
         if rendered.count(self.image_token) != 1:
             raise ValueError(f"the chat template must place the image token {self.image_token!r} once, rendered "
                              f"{rendered!r}")
@@ -132,7 +137,8 @@ class AmrgProcessor(ProcessorMixin):
         Args:
             images: one image, a list of single-view studies, or a list of studies (lists of 1-2 views); file
                 paths, PIL images, numpy arrays or tensors.
-            text: the instruction per study (default: `generation_prompt`).
+            text: the instruction per study (default: `generation_prompt`), or a prompt already rendered by the chat
+                template (it holds the image token once).
             reports: target reports for training; adds `labels`.
             padding_side: `"left"` (default without reports, for generation) or `"right"` (default with reports).
             max_report_tokens: truncate target reports to this many tokens (before EOS).

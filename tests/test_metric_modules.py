@@ -228,3 +228,14 @@ def test_requirements_declare_every_third_party_import(name):
     third_party = imported - set(sys.stdlib_module_names) - {"__future__"}
     needed = {canonicalize_name(distributions[module][0]) for module in third_party}
     assert third_party and needed <= declared, needed - declared
+
+
+@pytest.mark.parametrize("module", ["amrg_nlg", "amrg_clinical_efficacy"])
+def test_one_string_or_an_empty_prediction_is_refused(module):
+    import evaluate
+
+    metric = evaluate.load(str(Path(__file__).resolve().parents[1] / "metrics" / module))
+    with pytest.raises(ValueError, match="one string of 11 characters"):
+        metric.compute(predictions="no effusion", references="no effusion")
+    with pytest.raises(ValueError, match=r"\[1\] are empty"):
+        metric.compute(predictions=["no effusion .", "  "], references=["no effusion .", "normal heart ."])

@@ -255,3 +255,21 @@ def test_a_jpegs_exif_orientation_is_applied_as_datasets_does(tmp_path, radiogra
     decoded = datasets.Dataset.from_dict({"image": [str(tmp_path / "rotated.jpg")]}).cast_column(
         "image", datasets.Image())[0]["image"]
     np.testing.assert_array_equal(read, load_grayscale(decoded))
+
+
+def test_apply_chat_template_tokenizes_to_the_processors_prompt(tiny, radiograph, tmp_path):
+    processor = tiny[1]
+    Image.fromarray(radiograph(0)).save(tmp_path / "frontal.png")
+    chat = [{"role": "user", "content": [{"type": "image", "path": str(tmp_path / "frontal.png")},
+                                         {"type": "text", "text": "Describe the film."}]}]
+    inputs = processor.apply_chat_template(chat, tokenize=True, return_dict=True)
+    expected = processor(images=[str(tmp_path / "frontal.png")], text="Describe the film.")
+    assert inputs["input_ids"].tolist() == expected["input_ids"].tolist()
+    assert torch.equal(inputs["pixel_values"], expected["pixel_values"])
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the film."}]}]
+    rendered = processor.apply_chat_template(messages, tokenize=False)
+    # transformers' tokenize=True path renders, then calls the processor with the rendered text as `text`.
+    assert processor(images=[radiograph(0)], text=rendered)["input_ids"].tolist() == \
+        processor(images=[radiograph(0)], text="Describe the film.")["input_ids"].tolist()
+    with pytest.raises(Exception, match="needs a user message"):
+        processor.apply_chat_template([{"role": "assistant", "content": "x"}], tokenize=False)

@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp"]
 DISCLAIMER = ("Research code. **Not for diagnostic use**: the report can state findings that are not there and miss "
               "findings that are.")
+# Largest upload accepted: a 16-bit 4,000 x 5,000 DICOM radiograph is 40 MB; anything larger is not one view.
+MAX_UPLOAD = "64mb"
 MEMORY_COLUMNS = ["bank", "row", "disease", "weight", "text or source"]
 
 
@@ -196,7 +198,7 @@ def serve(model_path: str, host: str = "127.0.0.1", port: int = 7860, examples: 
     logger.info("serving %s on http://%s:%d", model_path, host, port)
     # ssr_mode=False: server-side rendering needs Node.js, which a Space has but a user's machine may not.
     demo.launch(server_name=host, server_port=port, ssr_mode=False, allowed_paths=allowed, show_error=True,
-                footer_links=["api"])
+                footer_links=["api"], max_file_size=MAX_UPLOAD)
 
 
 __all__ = ["build_demo", "load_examples", "make_analyse", "serve"]

@@ -231,7 +231,8 @@ def run_demo(settings: DemoSettings | None = None, **overrides) -> dict:
     done = timer("banks")
     visual = build_visual_bank(stage1, dataset["train"], regions, patch_size=patch_size,
                                max_rows_per_disease=config.visual_bank_max_rows_per_disease, mining=mining,
-                               provenance={"seed": seed})
+                               provenance={"seed": seed,
+                                           **({"dataset": "phantoms"} if settings.annotation is None else {})})
     report = build_report_memory(list(dataset["train"]["report"]), str(encoder_dir),
                                  target_rows=config.report_bank_target_rows, seed=seed,
                                  observation_names=list(config.observation_names),

@@ -98,6 +98,21 @@ class AmrgClinicalEfficacy(evaluate.Metric):
             homepage="https://github.com/stanfordmlgroup/chexpert-labeler",
         )
 
+    def compute(self, *args, **kwargs):
+        """`evaluate`'s `compute`, refusing what it would otherwise score silently: one string where a list of
+        reports is expected (scored character by character), and predictions with no words (what `amrg evaluate`
+        refuses too)."""
+        for name in ("predictions", "references"):
+            value = kwargs.get(name)
+            if isinstance(value, str):
+                raise ValueError(f"`{name}` must be a list of reports, one per study, got one string of "
+                                 f"{len(value)} characters")
+        empty = [i for i, text in enumerate(kwargs.get("predictions") or []) if isinstance(text, str)
+                 and not text.strip()]
+        if empty:
+            raise ValueError(f"`predictions` {empty[:5]} are empty: a generated report with no words cannot be scored")
+        return super().compute(*args, **kwargs)
+
     def _compute(self, predictions, references, uncertain="negative", bootstrap=0, seed=0):
         # Built on first use and kept: compiling the phrase regexes takes a fraction of a second.
         if getattr(self, "_labeler", None) is None:
