@@ -38,7 +38,7 @@ class StudyExplanation:
 
 
 class _Collect(logging.Handler):
-    """Keeps the messages of the warnings logged while the views are read."""
+    """Keeps the messages of the warnings logged while it is attached."""
 
     def __init__(self) -> None:
         super().__init__(level=logging.WARNING)
@@ -49,20 +49,28 @@ class _Collect(logging.Handler):
 
 
 @contextmanager
+def collect_warnings(*loggers: logging.Logger) -> Iterator[list[str]]:
+    """The messages of the warnings `loggers` log inside the block (they still reach their other handlers): what
+    `amrg generate --json` lists under "warnings" and the web demo shows under the report."""
+    handler = _Collect()
+    for each in loggers:
+        each.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        for each in loggers:
+            each.removeHandler(handler)
+
+
 def reader_warnings(image_processor) -> Iterator[list[str]]:
-    """The warnings logged by the module of `image_processor` (its image reader, `load_grayscale`) inside the block.
-    The module is found from the processor's class, so that a processor loaded as remote code (a module of another
-    name) is heard as well as this repository's."""
+    """`collect_warnings` of the module of `image_processor` (its image reader, `load_grayscale`). The module is
+    found from the processor's class, so that a processor loaded as remote code (a module of another name) is heard
+    as well as this repository's."""
     module = sys.modules.get(type(image_processor).__module__)
     reader_logger = getattr(module, "logger", None)
     if not isinstance(reader_logger, logging.Logger):
         reader_logger = logging.getLogger(type(image_processor).__module__)
-    handler = _Collect()
-    reader_logger.addHandler(handler)
-    try:
-        yield handler.messages
-    finally:
-        reader_logger.removeHandler(handler)
+    return collect_warnings(reader_logger)
 
 
 class _DiseaseLogits(nn.Module):
@@ -141,5 +149,5 @@ def explain_study(model, processor, images: Sequence[Any], k: int = 3, cam_metho
     )
 
 
-__all__ = ["StudyExplanation", "cam_overlay", "explain_study", "most_likely_finding", "reader_warnings",
-           "retrieved_rows"]
+__all__ = ["StudyExplanation", "cam_overlay", "collect_warnings", "explain_study", "most_likely_finding",
+           "reader_warnings", "retrieved_rows"]

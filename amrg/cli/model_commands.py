@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 
+from amrg.app.explain import collect_warnings
 from amrg.cli.common import DTYPES, add_command, add_device_options, check_device_dtype, resolve_device
 from amrg.evaluation.grounding import report_agreement
 from amrg.hub.assemble import assemble_from_pretrained
@@ -90,29 +88,6 @@ def _cmd_assemble(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Collect(logging.Handler):
-    """Keeps the messages of the warnings logged while a command runs, for `--json`'s `warnings`."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-@contextmanager
-def _collect_warnings(*loggers: logging.Logger) -> Iterator[list[str]]:
-    handler = _Collect()
-    for logger in loggers:
-        logger.addHandler(handler)
-    try:
-        yield handler.messages
-    finally:
-        for logger in loggers:
-            logger.removeHandler(handler)
-
-
 def _cmd_generate(args: argparse.Namespace) -> int:
     if not 1 <= len(args.images) <= 2:
         raise ValueError(f"give one study: one or two images (frontal, lateral), got {len(args.images)}")
@@ -123,7 +98,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     check_device_dtype(device, dtype)
     # Warnings (a uniform image, weights loaded with --allow-missing-weights) go to stderr as they happen, and into
     # the `warnings` of --json.
-    with _collect_warnings(loading_logger, image_logger) as warnings:
+    with collect_warnings(loading_logger, image_logger) as warnings:
         loading = {"dtype": dtype} if dtype is not None else {}
         if args.quantize is not None:
             loading["quantization_config"] = quantization_config(args.quantize, device)
