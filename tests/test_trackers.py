@@ -163,3 +163,8 @@ def test_none_is_the_default_and_names_count_once():
     assert args.report_to == []
     assert TrainArguments(output_dir="o", report_to="none").report_to == []
     assert check_report_to(["tensorboard", "tensorboard"]) == ["tensorboard"]
+    # As users write them elsewhere: any case, comma-separated (transformers' report_to).
+    assert check_report_to(["TensorBoard"]) == ["tensorboard"]
+    assert check_report_to("tensorboard, TENSORBOARD") == ["tensorboard"]
+    with pytest.raises(ValueError, match="'none' cannot be combined"):
+        check_report_to("None,tensorboard")

@@ -56,10 +56,14 @@ TRACKED_REPORTS = 4
 
 def check_report_to(report_to: str | Sequence[str] | None) -> list[str]:
     """The trackers of `report_to` (a name or a list of names, like transformers' `TrainingArguments.report_to`):
-    `none` (or nothing) is no tracker; repeated names count once. An unknown name, `none` with a tracker, or a tracker
+    `none` (or nothing) is no tracker; names are read case-insensitively and may also be separated by commas
+    (`tensorboard,wandb`); repeated names count once. An unknown name, `none` with a tracker, or a tracker
     whose package is not installed is refused with a `ValueError` naming it (and the `pip install` that provides it),
     before anything is trained: accelerate would otherwise drop an unavailable tracker silently."""
     names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    # Written as users write them elsewhere (`TensorBoard`, transformers' comma-separated `report_to`).
+    names = [part.strip().lower() for name in names for part in (name.split(",") if isinstance(name, str) else [name])
+             if not isinstance(name, str) or part.strip()]
     chosen: list[str] = []
     for name in names:
         if not isinstance(name, str) or (name != "none" and name not in TRACKERS):
