@@ -63,6 +63,9 @@ def load_grayscale(image: ImageLike, name: str | None = None) -> np.ndarray:
         else:
             try:
                 with Image.open(path) as handle:
+                    frames = getattr(handle, "n_frames", 1)
+                    if frames > 1:  # as a multi-frame DICOM file is refused: which frame is the view is unknown
+                        raise ValueError(f"the image has {frames} frames (pages); one image per view is expected")
                     handle.load()
                     # A JPEG's EXIF orientation is applied, as `datasets.Image` and viewers do.
                     ImageOps.exif_transpose(handle, in_place=True)
@@ -70,7 +73,10 @@ def load_grayscale(image: ImageLike, name: str | None = None) -> np.ndarray:
             except Image.DecompressionBombError as error:
                 raise ValueError(f"cannot read image file {path}: too many pixels for a radiograph "
                                  f"({error})") from None
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            except UnidentifiedImageError as error:
+                raise ValueError(f"cannot read image file {path}: {error} (a DICOM data set without its 128-byte "
+                                 "preamble is read as DICOM only when its name ends in .dcm)") from error
+            except (OSError, SyntaxError, ValueError) as error:
                 raise ValueError(f"cannot read image file {path}: {error}") from error
     elif isinstance(image, Image.Image):
         label = name or f"PIL image ({image.mode}, {image.size[0]} x {image.size[1]})"

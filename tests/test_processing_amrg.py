@@ -273,3 +273,15 @@ def test_apply_chat_template_tokenizes_to_the_processors_prompt(tiny, radiograph
         processor(images=[radiograph(0)], text="Describe the film.")["input_ids"].tolist()
     with pytest.raises(Exception, match="needs a user message"):
         processor.apply_chat_template([{"role": "assistant", "content": "x"}], tokenize=False)
+
+
+def test_multi_frame_images_are_refused_and_a_bare_dicom_name_is_hinted(tmp_path, radiograph):
+    from modeling_amrg.image_processing_amrg import load_grayscale
+
+    pages = [Image.fromarray(radiograph(seed, (40, 30))) for seed in (1, 2)]
+    pages[0].save(tmp_path / "two.tiff", save_all=True, append_images=pages[1:])
+    with pytest.raises(ValueError, match=r"two\.tiff: the image has 2 frames"):
+        load_grayscale(tmp_path / "two.tiff")
+    (tmp_path / "scan").write_bytes(b"\x08\x00\x05\x00CS\x00\x00" + b"\x00" * 64)
+    with pytest.raises(ValueError, match=r"scan: .*only when its name ends in \.dcm"):
+        load_grayscale(tmp_path / "scan")
