@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import random_banks, synthetic_radiograph
 from PIL import Image
 from test_dicom import write_dicom
@@ -74,6 +75,11 @@ def test_explanation_names_the_most_likely_finding_and_its_memory_rows(served_mo
     for rows in by_bank.values():
         assert [row["weight"] for row in rows] == sorted((row["weight"] for row in rows), reverse=True)
     assert all(row["text"].startswith("sentence number") for row in by_bank["report_bank"])
+    # The report is the one `generate` writes from the images (the explanation runs the image side once).
+    inputs = processor(images=[[study / "frontal.png", study / "lateral.png"]])
+    with torch.no_grad():
+        sequences = model.generate(**inputs, max_new_tokens=4, min_new_tokens=1, num_beams=1)
+    assert explanation.report == processor.post_process_report_generation(sequences, inputs["input_ids"].shape[1])[0]
 
 
 def test_examples_are_read_from_an_annotation_and_missing_images_are_named(study, tmp_path):

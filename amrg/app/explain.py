@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from amrg.evaluation.grounding import report_agreement
 from amrg.memory.mining import frontal_cam
@@ -131,9 +132,14 @@ def explain_study(model, processor, images: Sequence[Any], k: int = 3, cam_metho
         inputs = processor(images=[list(images)]).to(device)
     names = list(model.config.observation_names)
     with torch.no_grad():
-        sequences = model.generate(**inputs, **(generation_kwargs or {}))
+        # The image side runs once: its embeddings go to `generate` as `mm_encoder_outputs` (what `generate` itself
+        # computes from `pixel_values`), and its logits and association weights serve the explanation.
         features = model.get_image_features(inputs["pixel_values"], inputs["view_mask"],
                                             output_hopfield_associations=True)
+        prompt = {key: value for key, value in inputs.items() if key not in ("pixel_values", "view_mask")}
+        sequences = model.generate(
+            **prompt, mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features.embeddings)},
+            **(generation_kwargs or {}))
     report = processor.post_process_report_generation(sequences, inputs["input_ids"].shape[1])[0]
     probabilities = torch.sigmoid(features.disease_logits[0].float()).tolist()
     top = most_likely_finding(probabilities, names)

@@ -6,7 +6,6 @@ Gradio is imported when the interface is built, not with the package: nothing el
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from amrg.app.explain import StudyExplanation, explain_study
+from amrg.data.loading import read_json_file, resolve_image_path
 
 
 logger = logging.getLogger(__name__)
@@ -41,12 +41,8 @@ def load_examples(annotation: str | os.PathLike, image_root: str | os.PathLike, 
     annotation, image_root = Path(annotation), Path(image_root)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"the number of examples (--n-examples) must be at least 1, got {limit!r}")
-    try:
-        data = json.loads(annotation.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"examples annotation not found: {annotation}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{annotation}: not an R2Gen annotation ({error})") from None
+    # The data loader's reader: encoding, byte-order mark and repeated keys are handled as for `amrg data`.
+    data = read_json_file(annotation, "examples annotation")
     if not isinstance(data, dict):
         raise ValueError(f"{annotation}: not an R2Gen annotation (a JSON object of splits), got a "
                          f"{type(data).__name__}")
@@ -65,7 +61,8 @@ def load_examples(annotation: str | os.PathLike, image_root: str | os.PathLike, 
         if not isinstance(paths, list) or not paths or not all(isinstance(path, str) and path for path in paths):
             raise ValueError(f"{annotation}: example {where} has no image_path (a path or a list of one or two "
                              f"paths relative to --image-root), got {paths!r}")
-        paths = [str(image_root / path) for path in paths[:2]]
+        # Resolved as the data loader resolves them: absolute paths and paths that leave the root are refused.
+        paths = [str(resolve_image_path(image_root, path)) for path in paths[:2]]
         missing = [path for path in paths if not os.path.isfile(path)]
         if missing:
             raise FileNotFoundError(f"{annotation}: example {where} names missing images: {missing} "
