@@ -171,9 +171,17 @@ def make_accelerator(args: TrainArguments) -> Accelerator:
     experiment trackers of `args.report_to` writing under `<output_dir>/runs` (started by `start_trackers`)."""
     output_dir = Path(args.output_dir)
     project = ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / TRACKER_FOLDER))
-    return Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
-                       mixed_precision=args.mixed_precision, project_config=project,
-                       log_with=list(args.report_to) or None)
+    # Started by torchrun on a machine without CUDA, accelerate forms the (gloo) process group only when told to run
+    # on the CPU; otherwise every process trains alone, as its own main process, into the same folder.
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
+                              mixed_precision=args.mixed_precision, project_config=project,
+                              log_with=list(args.report_to) or None,
+                              cpu=launched > 1 and not torch.cuda.is_available())
+    if accelerator.num_processes != launched:
+        raise ValueError(f"the launcher started {launched} processes (WORLD_SIZE) but accelerate joined "
+                         f"{accelerator.num_processes}: they would train separately into {output_dir}")
+    return accelerator
 
 
 def flatten_config(record: dict, prefix: str = "") -> dict:
