@@ -17,6 +17,7 @@ from amrg.evaluation.predictions import evaluate_predictions
 from amrg.fileio import staged_folder
 from amrg.hub.export import save_model_folder
 from amrg.hub.loading import load_disease_classifier, load_model_config, load_model_folder
+from amrg.hub.model_card import update_model_card
 from amrg.inference import generate_reports, write_predictions
 from amrg.memory.banks import build_report_memory, build_visual_bank
 from amrg.memory.mining import CAM_METHODS, mine_regions, read_regions, summary_path, write_regions
@@ -262,10 +263,13 @@ def _cmd_stage2(args: argparse.Namespace) -> int:
             write_predictions(output / "predictions.jsonl", predictions)
             # The references are the loaded split's raw reports: the studies that were generated, whether the data
             # came from an annotation or a saved dataset (and with --drop-missing-images, without the dropped ones).
-            evaluate_predictions(output / "predictions.jsonl", dict(zip(test["id"], test["report"])),
-                                 split=args.test_split,
-                                 dataset=args.dataset, metrics=metric_names(not args.no_meteor),
-                                 output=output / "metrics.json")
+            metrics = evaluate_predictions(output / "predictions.jsonl", dict(zip(test["id"], test["report"])),
+                                           split=args.test_split,
+                                           dataset=args.dataset, metrics=metric_names(not args.no_meteor),
+                                           output=output / "metrics.json")
+            # The best model's card was written with it, before the test split was scored: its evaluation and
+            # model-index are filled in now.
+            update_model_card(best, metrics=metrics)
 
     train_stage2(train_args, dataset, model, processor, lora=args.lora, after_training=write_test_predictions,
                  precompute_image_features=args.precompute_image_features,

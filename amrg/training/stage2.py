@@ -6,7 +6,6 @@ best epoch (BLEU-4 + CIDEr on val, R2GenGPT's criterion) is kept."""
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,6 @@ from amrg.data.batching import Stage2Collator, make_loader
 from amrg.evaluation.predictions import score_split
 from amrg.fileio import staged_folder
 from amrg.hub.export import save_model_folder
-from amrg.hub.model_card import update_model_card
 from amrg.inference import generate_reports, validation_generation_config
 from amrg.training.image_features import CachedFeaturesCollator, precompute_disease_features
 from amrg.training.loop import (
@@ -149,11 +147,6 @@ def train_stage2(
             end_trackers(accelerator)  # also when training fails: the event files are closed, the W&B run finished
         if after_training is not None:
             after_training(accelerator, best.folders[0])
-            # The best model's card was written with it, before the test split was scored: its evaluation and
-            # model-index are filled in from the test metrics `after_training` wrote (the CLI's metrics.json).
-            test_metrics = output_dir / "metrics.json"
-            if accelerator.is_main_process and test_metrics.is_file():
-                update_model_card(best.folders[0], metrics=json.loads(test_metrics.read_text()))
         accelerator.wait_for_everyone()
     return best.folders[0]
 
